@@ -1,0 +1,16 @@
+# The German nano-LM pretraining workflow. See README.md; config keys in config/README.md.
+#   snakemake --cores all                                  # embedded default config (offline, tiny, CPU)
+#   snakemake --cores all --configfile config/nano-german.yaml
+#   snakemake -n                                           # show the plan
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/corpus.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        corpus_outputs(),

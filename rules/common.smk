@@ -1,0 +1,27 @@
+# Validates the config before any job runs and defines the helpers the stage rules share.
+import sys
+
+from snakemake.utils import min_version
+
+from nanogerman.config import ConfigError, all_shards, shard_name, shard_set, validate_config
+
+min_version("9.0")
+
+try:
+    _validated = validate_config(config)
+except ConfigError as error:
+    sys.stderr.write(f"{error}\n")
+    sys.exit(1)
+config.clear()
+config.update(_validated)
+
+RESULTS = config["results_dir"].rstrip("/")
+
+
+wildcard_constraints:
+    shard=r"shard_\d{5}",
+
+
+def shards_of(set_name):
+    """Workflow names (shard_00000, …) of the shards in a corpus shard set."""
+    return [shard_name(index) for index in shard_set(config, set_name)]

@@ -1,0 +1,17 @@
+"""Snakemake script for rule corpus_shard: fetch, check and record one corpus shard."""
+
+from nanogerman.corpus import ShardSource, fetch_shard
+from nanogerman.stage import run_stage
+
+
+def main(snakemake):
+    corpus = dict(snakemake.params.source, download=snakemake.config["corpus"].get("download", {}))
+    fetch_shard(
+        ShardSource.from_config(corpus),
+        int(snakemake.params.index),
+        snakemake.output.shard,
+        snakemake.output.manifest,
+    )
+
+
+run_stage(snakemake, lambda: main(snakemake))  # noqa: F821 (injected by Snakemake)

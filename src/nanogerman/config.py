@@ -1,0 +1,212 @@
+"""Loading and validating the workflow configuration.
+
+The config is checked against ``config/schema.yaml`` (JSON Schema, draft 2020-12)
+before any job runs. Every problem is reported as one line that names the key,
+the bad value and what is expected, e.g.::
+
+    config error: corpus.source is 'ftp'; expected one of 'local', 'hub', 'gcs'
+
+Defaults declared in the schema are filled in, so rules can index the config
+directly. Checks that a schema cannot express (names that refer to other
+sections) live in :func:`check_references`.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any, Iterable
+
+import jsonschema
+import yaml
+
+from nanogerman.errors import StageError
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
+_SHARD_SPEC = re.compile(r"^\s*\d+(\s*-\s*\d+)?(\s*,\s*\d+(\s*-\s*\d+)?)*\s*$")
+
+
+class ConfigError(StageError):
+    """The configuration is invalid; the message is one line naming the key."""
+
+
+def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
+    with open(path, encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+def validate_config(config: dict, schema: dict | None = None) -> dict:
+    """Return a validated copy of ``config`` with schema defaults filled in.
+
+    Raises :class:`ConfigError` with a one-line message for the first problem found
+    (the most specific one, by :func:`jsonschema.exceptions.best_match`).
+    """
+    schema = load_schema() if schema is None else schema
+    if not isinstance(config, dict) or not config:
+        raise ConfigError("config error: the config is empty; pass one with --configfile (see config/README.md)")
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    if error is not None:
+        raise ConfigError(describe_error(error))
+    filled = fill_defaults(copy.deepcopy(config), schema, schema)
+    check_references(filled)
+    return filled
+
+
+def key_path(parts: Iterable[Any]) -> str:
+    """Render a JSON path like ``tokenizers[0].vocab_size``."""
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def describe_error(error: jsonschema.ValidationError) -> str:
+    """Turn a jsonschema error into one line: key, bad value, expectation."""
+    where = key_path(error.absolute_path)
+    value = error.instance
+    expected = error.schema.get("description") if isinstance(error.schema, dict) else None
+    kind = error.validator
+    if kind == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        unknown = sorted(set(value) - set(allowed)) if isinstance(value, dict) else []
+        name = unknown[0] if unknown else "?"
+        full = f"{where}.{name}" if where != "(top level)" else name
+        message = f"unknown key {full}"
+        if allowed:
+            message += f"; allowed keys here: {', '.join(allowed)}"
+        return "config error: " + message + _hint(name, allowed)
+    if kind == "required":
+        missing = re.findall(r"'([^']+)' is a required property", error.message)
+        name = missing[0] if missing else error.message
+        full = f"{where}.{name}" if where != "(top level)" else name
+        sub_schema = error.schema.get("properties", {}).get(name, {})
+        need = sub_schema.get("description", "")
+        return f"config error: missing key {full}" + (f"; expected {need}" if need else "")
+    if kind == "enum":
+        options = ", ".join(repr(option) for option in error.validator_value)
+        return f"config error: {where} is {value!r}; expected one of {options}"
+    if kind == "type":
+        wanted = error.validator_value
+        wanted = " or ".join(wanted) if isinstance(wanted, list) else wanted
+        message = f"config error: {where} is {value!r} ({type(value).__name__}); expected {wanted}"
+    else:
+        message = f"config error: {where} is {value!r}: {error.message}"
+    if expected:
+        message += f" (expected {expected})"
+    return message
+
+
+def _hint(name: str, allowed: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, allowed, n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def fill_defaults(instance: Any, schema: dict, root: dict) -> Any:
+    """Fill ``default`` values from the schema into objects, recursing into arrays."""
+    schema = _resolve(schema, root)
+    if isinstance(instance, dict):
+        for name, sub_schema in schema.get("properties", {}).items():
+            sub_schema = _resolve(sub_schema, root)
+            if name not in instance and "default" in sub_schema:
+                instance[name] = copy.deepcopy(sub_schema["default"])
+            if name in instance:
+                instance[name] = fill_defaults(instance[name], sub_schema, root)
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, dict):
+            for name in instance:
+                if name not in schema.get("properties", {}):
+                    instance[name] = fill_defaults(instance[name], extra, root)
+    elif isinstance(instance, list) and isinstance(schema.get("items"), dict):
+        return [fill_defaults(item, schema["items"], root) for item in instance]
+    return instance
+
+
+def _resolve(schema: dict, root: dict) -> dict:
+    reference = schema.get("$ref") if isinstance(schema, dict) else None
+    if reference and reference.startswith("#/"):
+        target: Any = root
+        for part in reference[2:].split("/"):
+            target = target[part]
+        return target
+    return schema
+
+
+def parse_shards(spec: int | str | list[int], key: str = "shards") -> list[int]:
+    """Parse a shard spec into sorted unique indices.
+
+    Accepts an integer (``4``), a list of integers (``[0, 2]``) or a string of
+    inclusive ranges (``"0-239"``, ``"0-3,7"``).
+    """
+    if isinstance(spec, bool):
+        raise ConfigError(f"config error: {key} is {spec!r}; expected shard indices like 0, [0, 2] or '0-239'")
+    if isinstance(spec, int):
+        indices = [spec]
+    elif isinstance(spec, list):
+        indices = list(spec)
+    elif isinstance(spec, str) and _SHARD_SPEC.match(spec):
+        indices = []
+        for part in spec.split(","):
+            first, _, last = part.strip().partition("-")
+            first_index, last_index = int(first), int(last or first)
+            if last_index < first_index:
+                raise ConfigError(f"config error: {key} has the range {part.strip()!r}, whose end is before its start")
+            indices.extend(range(first_index, last_index + 1))
+    else:
+        raise ConfigError(f"config error: {key} is {spec!r}; expected shard indices like 0, [0, 2] or '0-239'")
+    if any(not isinstance(index, int) or isinstance(index, bool) or index < 0 for index in indices):
+        raise ConfigError(f"config error: {key} is {spec!r}; shard indices must be integers >= 0")
+    return sorted(set(indices))
+
+
+def shard_set(config: dict, name: str) -> list[int]:
+    """The shard indices of the named set in ``corpus.shard_sets``."""
+    sets = config["corpus"]["shard_sets"]
+    if name not in sets:
+        raise ConfigError(f"config error: unknown shard set {name!r}; corpus.shard_sets defines {', '.join(sorted(sets))}")
+    return parse_shards(sets[name], f"corpus.shard_sets.{name}")
+
+
+def all_shards(config: dict) -> list[int]:
+    """Every shard index named in any shard set: what the corpus stage fetches."""
+    indices: set[int] = set()
+    for name in config["corpus"]["shard_sets"]:
+        indices.update(shard_set(config, name))
+    return sorted(indices)
+
+
+def shard_name(index: int) -> str:
+    """The workflow's own name for a shard, independent of the source's file pattern."""
+    return f"shard_{index:05d}"
+
+
+def check_references(config: dict) -> None:
+    """Check what a schema cannot: names that point into other sections.
+
+    Each stage that refers to a shard set, a tokenizer or a run by name adds its
+    check here, so a typo fails before any job runs.
+    """
+    for name in config["corpus"]["shard_sets"]:
+        shard_set(config, name)
+
+
+def check_shard_set_name(config: dict, name: Any, key: str) -> None:
+    """Fail unless ``name`` (found at ``key``) names a set in ``corpus.shard_sets``."""
+    sets = config["corpus"]["shard_sets"]
+    if name not in sets:
+        raise ConfigError(
+            f"config error: {key} is {name!r}; expected the name of a shard set in corpus.shard_sets ({', '.join(sorted(sets))})"
+        )
+
+
+def check_unique_names(entries: list[dict], key: str) -> None:
+    """Fail if two entries of the list at ``key`` share a ``name``."""
+    seen: set[str] = set()
+    for position, entry in enumerate(entries):
+        name = entry.get("name")
+        if name in seen:
+            raise ConfigError(f"config error: {key}[{position}].name {name!r} is used twice; names must be unique")
+        seen.add(name)

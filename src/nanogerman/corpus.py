@@ -1,0 +1,280 @@
+"""Corpus stage: fetch parquet shards from a local folder, the Hugging Face Hub or GCS.
+
+Every shard is checked on arrival (readable parquet, a string ``text`` column, no
+nulls, valid UTF-8, at least one row) and copied byte for byte, so its sha256
+matches the upstream file. A manifest beside it records where it came from.
+Nothing is left behind on failure: the shard is written to a temporary path and
+renamed into place only once it has passed the checks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from nanogerman.atomic import atomic_path, write_json
+from nanogerman.errors import StageError
+from nanogerman.gcs import gcs_filesystem, split_gcs_uri
+
+log = logging.getLogger(__name__)
+
+TEXT_COLUMN = "text"
+
+
+class ShardError(StageError):
+    """A shard is missing, unreadable or malformed."""
+
+
+@dataclass(frozen=True)
+class ShardSource:
+    """Where the shards come from: ``corpus`` in the config."""
+
+    kind: str  # "local", "hub" or "gcs"
+    location: str  # folder, Hub dataset repo id, or gs://bucket/prefix
+    revision: str = "main"  # Hub only
+    file_pattern: str = "shard_{index:05d}.parquet"
+    retries: int = 5  # Hub only: attempts after the first
+    backoff_seconds: float = 2.0  # Hub only: first wait; doubles each retry
+
+    @classmethod
+    def from_config(cls, corpus: dict) -> "ShardSource":
+        download = corpus.get("download", {})
+        return cls(
+            kind=corpus["source"],
+            location=str(corpus["location"]),
+            revision=str(corpus.get("revision", "main")),
+            file_pattern=corpus.get("file_pattern", cls.file_pattern),
+            retries=int(download.get("retries", cls.retries)),
+            backoff_seconds=float(download.get("backoff_seconds", cls.backoff_seconds)),
+        )
+
+    def filename(self, index: int) -> str:
+        return self.file_pattern.format(index=index)
+
+    def uri(self, index: int) -> str:
+        """A human-readable address of the shard, used in messages and manifests."""
+        name = self.filename(index)
+        if self.kind == "hub":
+            return f"hf://datasets/{self.location}@{self.revision}/{name}"
+        if self.kind == "gcs":
+            return f"{self.location.rstrip('/')}/{name}"
+        return str(Path(self.location) / name)
+
+
+@dataclass(frozen=True)
+class ShardStats:
+    rows: int
+    characters: int
+    text_bytes: int
+    empty_texts: int
+    file_bytes: int
+    sha256: str
+
+
+def fetch_shard(source: ShardSource, index: int, parquet_path: str | Path, manifest_path: str | Path) -> dict:
+    """Fetch shard ``index`` from ``source``, check it, and write it plus its manifest.
+
+    Returns the manifest. Raises :class:`ShardError` (one line, naming the shard)
+    for anything wrong with the shard or its source.
+    """
+    started = time.perf_counter()
+    with atomic_path(parquet_path) as temporary:
+        origin = _FETCHERS[source.kind](source, index, temporary)
+        stats = check_shard(temporary, label=source.uri(index))
+    manifest = {
+        "shard": Path(parquet_path).stem,
+        "index": index,
+        "file": Path(parquet_path).name,
+        "source": {"kind": source.kind, "uri": source.uri(index), **origin},
+        "rows": stats.rows,
+        "characters": stats.characters,
+        "text_bytes": stats.text_bytes,
+        "empty_texts": stats.empty_texts,
+        "bytes": stats.file_bytes,
+        "sha256": stats.sha256,
+    }
+    write_json(manifest_path, manifest)
+    log.info(
+        "%s: %d rows, %d characters, %.1f MB from %s in %.2f s",
+        manifest["shard"], stats.rows, stats.characters, stats.file_bytes / 1e6, source.uri(index),
+        time.perf_counter() - started,
+    )
+    return manifest
+
+
+def check_shard(path: str | Path, label: str | None = None) -> ShardStats:
+    """Check that ``path`` is a usable corpus shard and measure it.
+
+    Reads the ``text`` column one record batch at a time, so a 250 M-character
+    upstream shard never has to fit in memory at once.
+    """
+    path = Path(path)
+    label = label or str(path)
+    size = path.stat().st_size
+    if size == 0:
+        raise ShardError(f"{label}: the file is empty (0 bytes)")
+    try:
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as error:
+        raise ShardError(f"{label}: not a readable parquet file ({_first_line(error)})") from None
+    schema = parquet.schema_arrow
+    if TEXT_COLUMN not in schema.names:
+        raise ShardError(f"{label}: no '{TEXT_COLUMN}' column (columns: {', '.join(schema.names) or 'none'})")
+    column_type = schema.field(TEXT_COLUMN).type
+    if not (pa.types.is_string(column_type) or pa.types.is_large_string(column_type)):
+        raise ShardError(f"{label}: column '{TEXT_COLUMN}' has type {column_type}; expected string")
+    rows = characters = text_bytes = empty = 0
+    try:
+        for batch in parquet.iter_batches(columns=[TEXT_COLUMN], batch_size=4096):
+            texts = batch.column(0)
+            if texts.null_count:
+                first_null = rows + pc.index(pc.is_null(texts), True).as_py()
+                raise ShardError(f"{label}: {texts.null_count} null text(s) in column '{TEXT_COLUMN}' (first at row {first_null})")
+            try:
+                texts.validate(full=True)
+            except pa.ArrowInvalid:
+                raise ShardError(f"{label}: invalid UTF-8 in column '{TEXT_COLUMN}' near row {rows}") from None
+            rows += len(texts)
+            characters += pc.sum(pc.utf8_length(texts)).as_py() or 0
+            lengths = pc.binary_length(texts)
+            text_bytes += pc.sum(lengths).as_py() or 0
+            empty += pc.sum(pc.equal(lengths, 0)).as_py() or 0
+    except (pa.ArrowException, OSError) as error:
+        raise ShardError(f"{label}: not a readable parquet file ({_first_line(error)})") from None
+    if rows == 0:
+        raise ShardError(f"{label}: the shard has no rows")
+    return ShardStats(rows, characters, text_bytes, empty, size, sha256_of(path))
+
+
+def sha256_of(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]
+
+
+# --- fetchers: copy one shard to ``destination``; return extra provenance ---------------
+
+
+def _fetch_local(source: ShardSource, index: int, destination: Path) -> dict:
+    folder = Path(source.location)
+    if not folder.is_dir():
+        raise ShardError(f"corpus.location {source.location!r} is not a folder (corpus.source is 'local')")
+    origin = folder / source.filename(index)
+    if not origin.is_file():
+        raise ShardError(f"{origin}: shard not found (corpus.location is {source.location!r})")
+    shutil.copyfile(origin, destination)
+    return {}
+
+
+def _fetch_gcs(source: ShardSource, index: int, destination: Path) -> dict:
+    bucket, _ = split_gcs_uri(source.location)
+    filesystem = gcs_filesystem()
+    uri = source.uri(index)
+    try:
+        if not filesystem.exists(bucket):
+            raise ShardError(f"gs://{bucket}: the bucket does not exist or is not readable (corpus.location is {source.location!r})")
+        if not filesystem.isfile(uri):
+            raise ShardError(f"{uri}: shard not found")
+        filesystem.get_file(uri, str(destination))
+    except (OSError, ValueError) as error:
+        raise ShardError(f"{uri}: could not download ({_first_line(error)})") from None
+    return {}
+
+
+def _fetch_hub(source: ShardSource, index: int, destination: Path) -> dict:
+    """Download through ``huggingface_hub`` (cached, resumable), retrying transient failures."""
+    import huggingface_hub
+    from huggingface_hub import errors as hub_errors
+
+    filename = source.filename(index)
+    label = source.uri(index)
+    permanent = {
+        hub_errors.RepositoryNotFoundError: f"{label}: dataset repo {source.location!r} not found on the Hub (or it is private; check corpus.location and your HF_TOKEN)",
+        hub_errors.RevisionNotFoundError: f"{label}: revision {source.revision!r} not found in {source.location!r} (check corpus.revision)",
+        hub_errors.EntryNotFoundError: f"{label}: shard not found in the Hub repo",
+        hub_errors.GatedRepoError: f"{label}: the repo is gated; accept its terms on the Hub and set HF_TOKEN",
+    }
+
+    def attempt() -> str:
+        return huggingface_hub.hf_hub_download(
+            repo_id=source.location, filename=filename, repo_type="dataset", revision=source.revision
+        )
+
+    try:
+        cached = retry_transient(attempt, retries=source.retries, backoff_seconds=source.backoff_seconds, label=label,
+                                 permanent=tuple(permanent))
+    except tuple(permanent) as error:
+        raise ShardError(next(message for kind, message in permanent.items() if isinstance(error, kind))) from None
+    except Exception as error:  # transient errors that outlived the retries
+        raise ShardError(f"{label}: download failed after {source.retries + 1} attempts ({_first_line(error)})") from None
+    shutil.copyfile(cached, destination)
+    # hf_hub_download stores files under .../snapshots/<commit>/<filename>: record the commit.
+    commit = Path(cached).parent.name if Path(cached).parent.parent.name == "snapshots" else None
+    return {"revision": source.revision, "commit": commit}
+
+
+def retry_transient(
+    attempt: Callable[[], str],
+    *,
+    retries: int,
+    backoff_seconds: float,
+    label: str,
+    permanent: tuple[type[BaseException], ...] = (),
+    sleep: Callable[[float], None] = time.sleep,
+) -> str:
+    """Call ``attempt`` until it succeeds, waiting ``backoff_seconds * 2**k`` between tries.
+
+    Exceptions of the ``permanent`` types (a repo or file that does not exist) are
+    raised at once; anything else is treated as transient until the retries run out.
+    """
+    for number in range(retries + 1):
+        try:
+            return attempt()
+        except permanent:
+            raise
+        except Exception as error:
+            if number == retries:
+                raise
+            wait = backoff_seconds * 2**number
+            log.warning("%s: attempt %d failed (%s); retrying in %.1f s", label, number + 1, _first_line(error), wait)
+            sleep(wait)
+    raise AssertionError("unreachable")
+
+
+_FETCHERS = {"local": _fetch_local, "hub": _fetch_hub, "gcs": _fetch_gcs}
+
+
+def summarize_corpus(manifest_paths: list[str], shard_sets: dict[str, list[int]], summary_path: str | Path) -> dict:
+    """Write totals (shards, rows, characters, bytes) per shard set, plus every shard's manifest."""
+    import json
+
+    manifests = {}
+    for path in manifest_paths:
+        manifest = json.loads(Path(path).read_text(encoding="utf-8"))
+        manifests[manifest["index"]] = manifest
+    totals = {}
+    for name, indices in shard_sets.items():
+        chosen = [manifests[index] for index in indices]
+        totals[name] = {
+            "shards": len(chosen),
+            **{key: sum(item[key] for item in chosen) for key in ("rows", "characters", "text_bytes", "bytes")},
+        }
+    summary = {"shard_sets": totals, "shards": [manifests[index] for index in sorted(manifests)]}
+    write_json(summary_path, summary)
+    return summary
