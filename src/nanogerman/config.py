@@ -66,8 +66,10 @@ def describe_error(error: jsonschema.ValidationError) -> str:
     """Turn a jsonschema error into one line: key, bad value, expectation."""
     where = key_path(error.absolute_path)
     value = error.instance
-    expected = error.schema.get("description") if isinstance(error.schema, dict) else None
+    expected = _nearest_description(error)
     kind = error.validator
+    if error.parent is not None and error.parent.validator == "propertyNames" or kind == "propertyNames":
+        return f"config error: {where} has the name {value!r}; expected {expected}"
     if kind == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
         unknown = sorted(set(value) - set(allowed)) if isinstance(value, dict) else []
@@ -91,11 +93,23 @@ def describe_error(error: jsonschema.ValidationError) -> str:
         wanted = error.validator_value
         wanted = " or ".join(wanted) if isinstance(wanted, list) else wanted
         message = f"config error: {where} is {value!r} ({type(value).__name__}); expected {wanted}"
+    elif kind in ("pattern", "oneOf", "anyOf", "const", "propertyNames", "minProperties", "minItems") and expected:
+        # jsonschema's own text here is a regex or a list of sub-schemas: the description says it better.
+        return f"config error: {where} is {value!r}; expected {expected}"
     else:
         message = f"config error: {where} is {value!r}: {error.message}"
     if expected:
         message += f" (expected {expected})"
     return message
+
+
+def _nearest_description(error: jsonschema.ValidationError) -> str | None:
+    """The description of the failing schema, or of the closest enclosing one (oneOf branches have none)."""
+    while error is not None:
+        if isinstance(error.schema, dict) and error.schema.get("description"):
+            return error.schema["description"]
+        error = error.parent
+    return None
 
 
 def _hint(name: str, allowed: list[str]) -> str:

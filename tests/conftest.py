@@ -1,0 +1,113 @@
+"""Shared fixtures: the repository's paths, a Snakemake runner, the real corpus, a GCS emulator."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_DIR = REPO / "resources" / "german_sample"
+ELTEC_DIR = REPO.parent / "shared" / "corpus" / "eltec-deu"
+VENV_BIN = Path(sys.executable).parent
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests/ helpers such as hub_stand_in
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path:
+    return SAMPLE_DIR
+
+
+@pytest.fixture(scope="session")
+def eltec_dir() -> Path:
+    """The real German corpus beside the project; tests using it are skipped, with the reason, when it is absent."""
+    if not (ELTEC_DIR / "shard_00000.parquet").is_file():
+        pytest.skip(f"real corpus not found at {ELTEC_DIR} (see ../shared/README.md)")
+    return ELTEC_DIR
+
+
+def default_config() -> dict:
+    with open(REPO / "config" / "config.yaml", encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+@pytest.fixture
+def base_config() -> dict:
+    """The embedded default config with absolute paths, ready to modify in a test."""
+    config = default_config()
+    config["corpus"]["location"] = str(SAMPLE_DIR)
+    return config
+
+
+def run_snakemake(workdir: Path, config: dict | None, *args: str, env: dict | None = None, timeout: float = 900):
+    """Run the workflow in ``workdir`` with ``config`` written to ``workdir/config.yaml``.
+
+    Returns the CompletedProcess (stdout and stderr captured as text); never raises on failure.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    command = [str(VENV_BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2"]
+    if config is not None:
+        config_path = workdir / "config.yaml"
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        command += ["--configfile", str(config_path)]
+    full_env = {**os.environ, **(env or {})}
+    full_env["PATH"] = f"{VENV_BIN}{os.pathsep}{full_env.get('PATH', '')}"
+    return subprocess.run([*command, *args], capture_output=True, text=True, env=full_env, timeout=timeout)
+
+
+@pytest.fixture
+def snakemake_run():
+    return run_snakemake
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator():
+    """A gcp-storage-emulator on loopback; yields its endpoint URL. Sets STORAGE_EMULATOR_HOST for this process."""
+    port = _free_port()
+    process = subprocess.Popen(
+        [str(VENV_BIN / "gcp-storage-emulator"), "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                pytest.fail("gcp-storage-emulator did not start")
+            time.sleep(0.1)
+    previous = {name: os.environ.get(name) for name in ("STORAGE_EMULATOR_HOST", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT")}
+    os.environ["STORAGE_EMULATOR_HOST"] = endpoint
+    os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
+    try:
+        yield endpoint
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        process.terminate()
+        process.wait(timeout=10)

@@ -1,0 +1,116 @@
+"""The config is validated before any job runs; each problem is one line naming the key and the fix."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from conftest import default_config
+from nanogerman.config import ConfigError, parse_shards, shard_set, validate_config, all_shards
+
+
+def with_change(change):
+    config = default_config()
+    change(config)
+    return config
+
+
+def set_key(path, value):
+    def change(config):
+        target = config
+        for part in path[:-1]:
+            target = target[part]
+        target[path[-1]] = value
+    return change
+
+
+def delete_key(path):
+    def change(config):
+        target = config
+        for part in path[:-1]:
+            target = target[part]
+        del target[path[-1]]
+    return change
+
+
+MALFORMED = [
+    ("unknown top-level key", lambda c: c.update(corpora={}), ["unknown key corpora", "did you mean corpus?"]),
+    ("missing section", lambda c: (c.clear(), c.update(results_dir="out")), ["missing key corpus", "expected where the parquet shards come from"]),
+    ("bad source", set_key(["corpus", "source"], "ftp"), ["corpus.source is 'ftp'", "expected one of 'local', 'hub', 'gcs'"]),
+    ("missing location", delete_key(["corpus", "location"]), ["missing key corpus.location", "expected a folder path"]),
+    ("misspelled key", set_key(["corpus", "revison"], "main"), ["unknown key corpus.revison", "did you mean revision?"]),
+    ("hub repo id", lambda c: c["corpus"].update(source="hub", location="just-a-name"),
+     ["corpus.location is 'just-a-name'", "repo id like 'stefan-it/nanochat-german-data'"]),
+    ("gcs uri", lambda c: c["corpus"].update(source="gcs", location="bucket/prefix"),
+     ["corpus.location is 'bucket/prefix'", "gs://bucket/prefix"]),
+    ("shard spec text", set_key(["corpus", "shard_sets", "train"], "0..3"), ["corpus.shard_sets.train is '0..3'", "'0-239'"]),
+    ("negative shard", set_key(["corpus", "shard_sets", "train"], [-1]), ["corpus.shard_sets.train[0] is -1", "less than the minimum of 0"]),
+    ("reversed range", set_key(["corpus", "shard_sets", "train"], "5-2"), ["corpus.shard_sets.train", "'5-2'", "end is before its start"]),
+    ("no shard sets", set_key(["corpus", "shard_sets"], {}), ["corpus.shard_sets is {}"]),
+    ("shard set name", set_key(["corpus", "shard_sets", "Train"], 1), ["corpus.shard_sets", "'Train'", "lowercase"]),
+    ("negative retries", set_key(["corpus", "download"], {"retries": -1}), ["corpus.download.retries is -1", "integer >= 0"]),
+    ("pattern without index", set_key(["corpus", "file_pattern"], "shard.parquet"), ["corpus.file_pattern is 'shard.parquet'", "{index}"]),
+    ("wrong type", set_key(["results_dir"], 5), ["results_dir is 5 (int); expected string"]),
+]
+
+
+@pytest.mark.parametrize("label, change, expected", MALFORMED, ids=[case[0] for case in MALFORMED])
+def test_malformed_config_gives_one_clear_line(label, change, expected):
+    with pytest.raises(ConfigError) as caught:
+        validate_config(with_change(change))
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("config error: ")
+    for fragment in expected:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+
+
+def test_empty_config_is_refused():
+    with pytest.raises(ConfigError, match="config is empty"):
+        validate_config({})
+
+
+def test_defaults_are_filled_and_input_is_not_modified():
+    config = default_config()
+    before = copy.deepcopy(config)
+    validated = validate_config(config)
+    assert config == before
+    assert validated["results_dir"] == "results"
+    assert validated["corpus"]["revision"] == "main"
+    assert validated["corpus"]["file_pattern"] == "shard_{index:05d}.parquet"
+    assert validated["corpus"]["download"] == {"retries": 5, "backoff_seconds": 2.0}
+
+
+def test_shipped_configs_are_valid(repo):
+    import yaml
+
+    for path in sorted((repo / "config").glob("*.yaml")):
+        if path.name == "schema.yaml":
+            continue
+        validate_config(yaml.safe_load(path.read_text(encoding="utf-8")))
+
+
+@pytest.mark.parametrize(
+    "spec, indices",
+    [(4, [4]), ([2, 0, 2], [0, 2]), ("0-3", [0, 1, 2, 3]), ("0-2, 7", [0, 1, 2, 7]), (" 5 ", [5])],
+)
+def test_parse_shards(spec, indices):
+    assert parse_shards(spec) == indices
+
+
+def test_shard_sets_and_their_union():
+    config = validate_config(with_change(set_key(["corpus", "shard_sets"], {"vocab": "0-1", "train": "1-3", "validation": 9})))
+    assert shard_set(config, "vocab") == [0, 1]
+    assert all_shards(config) == [0, 1, 2, 3, 9]
+    with pytest.raises(ConfigError, match="unknown shard set 'nope'; corpus.shard_sets defines train, validation, vocab"):
+        shard_set(config, "nope")
+
+
+def test_snakemake_stops_before_any_job_with_one_line(tmp_path, base_config, snakemake_run):
+    base_config["corpus"]["source"] = "ftp"
+    result = snakemake_run(tmp_path, base_config, "-n")
+    assert result.returncode == 1
+    assert "config error: corpus.source is 'ftp'; expected one of 'local', 'hub', 'gcs'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "results").exists()
