@@ -57,14 +57,15 @@ def run_snakemake(workdir: Path, config: dict | None, *args: str, env: dict | No
     Returns the CompletedProcess (stdout and stderr captured as text); never raises on failure.
     """
     workdir.mkdir(parents=True, exist_ok=True)
-    command = [str(VENV_BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2"]
+    # Targets and extra options go first: --configfile takes several values and would swallow them.
+    command = [str(VENV_BIN / "snakemake"), *args, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2"]
     if config is not None:
         config_path = workdir / "config.yaml"
         config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
         command += ["--configfile", str(config_path)]
     full_env = {**os.environ, **(env or {})}
     full_env["PATH"] = f"{VENV_BIN}{os.pathsep}{full_env.get('PATH', '')}"
-    return subprocess.run([*command, *args], capture_output=True, text=True, env=full_env, timeout=timeout)
+    return subprocess.run(command, capture_output=True, text=True, env=full_env, timeout=timeout)
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -212,8 +213,10 @@ def _fetch_hub(source: ShardSource, index: int, destination: Path) -> dict:
     }
 
     def attempt() -> str:
+        # HF_ENDPOINT is read here, not at import time, so a mirror (or the tests' stand-in) set later is honoured.
         return huggingface_hub.hf_hub_download(
-            repo_id=source.location, filename=filename, repo_type="dataset", revision=source.revision
+            repo_id=source.location, filename=filename, repo_type="dataset", revision=source.revision,
+            endpoint=os.environ.get("HF_ENDPOINT") or None,
         )
 
     try:
