@@ -12,7 +12,10 @@ for resumed downloads) plus the minimal ``/api/<models|datasets>/<repo>`` info
 route. Point the client at it with ``HF_ENDPOINT`` or ``endpoint=``.
 
 ``fail(fragment, times, status)`` makes the next ``times`` requests whose path
-contains ``fragment`` fail with ``status``, to exercise retries.
+contains ``fragment`` fail with ``status``, to exercise retries; ``status="cut"``
+sends the headers and half the body, then drops the connection (a download
+interrupted midway, which the client resumes with a ``Range`` request).
+``ranges`` records the ``Range`` header of every GET.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ class HubStandIn:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self.requests: list[tuple[str, str]] = []  # (method, path)
+        self.ranges: list[str | None] = []  # Range header of each GET
         self._failures: list[list] = []  # [fragment, remaining, status, method or None]
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
@@ -51,7 +55,7 @@ class HubStandIn:
         self._server.shutdown()
         self._server.server_close()
 
-    def fail(self, fragment: str, times: int, status: int = 503, method: str | None = None) -> None:
+    def fail(self, fragment: str, times: int, status: int | str = 503, method: str | None = None) -> None:
         """Fail the next ``times`` requests (of ``method``, if given) whose path contains ``fragment``."""
         with self._lock:
             self._failures.append([fragment, times, status, method])
@@ -64,7 +68,7 @@ class HubStandIn:
             digest.update(hashlib.sha1(path.read_bytes()).digest())
         return digest.hexdigest()
 
-    def _take_failure(self, method: str, path: str) -> int | None:
+    def _take_failure(self, method: str, path: str) -> int | str | None:
         with self._lock:
             for failure in self._failures:
                 if failure[0] in path and failure[1] > 0 and failure[3] in (None, method):
@@ -104,8 +108,12 @@ class HubStandIn:
                 path = unquote(urlparse(self.path).path)
                 with hub._lock:
                     hub.requests.append((self.command, path))
+                if self.command == "GET":
+                    with hub._lock:
+                        hub.ranges.append(self.headers.get("Range"))
                 status = hub._take_failure(self.command, path)
-                if status is not None:
+                cut = status == "cut"
+                if status is not None and not cut:
                     return self._error(status)
                 if match := _API.match(path):
                     return self._api(match, send_body)
@@ -134,6 +142,12 @@ class HubStandIn:
                 if start:
                     self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
                 self.end_headers()
+                if send_body and cut:
+                    self.wfile.write(data[start : start + (len(data) - start) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
                 if send_body:
                     self.wfile.write(data[start:])
 

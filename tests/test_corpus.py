@@ -186,6 +186,27 @@ def test_hub_transient_failure_is_retried(tmp_path, hub):
 
 
 @pytest.mark.network
+def test_hub_download_cut_midway_resumes_with_a_range_request(tmp_path, hub):
+    """huggingface_hub keeps what it received (in whole download chunks) and asks for the rest."""
+    import base64
+    import os
+
+    from huggingface_hub import constants
+
+    chunk = constants.DOWNLOAD_CHUNK_SIZE
+    rows = [base64.b64encode(os.urandom(3 * 1024)).decode() for _ in range(int(3.5 * chunk / 4096))]
+    big = write_parquet(tmp_path / "hub" / "datasets" / "someone" / "german-data" / "shard_00003.parquet", texts_table(rows))
+    assert big.stat().st_size > 2 * chunk
+    hub.fail("shard_00003", times=1, status="cut", method="GET")
+    out = tmp_path / "corpus"
+    fetch_shard(hub_source(), 3, out / "shard_00003.parquet", out / "shard_00003.json")
+    assert (out / "shard_00003.parquet").read_bytes() == big.read_bytes()
+    assert hub.ranges[0] is None and len(hub.ranges) == 2
+    resumed_from = int(hub.ranges[1].removeprefix("bytes=").removesuffix("-"))
+    assert resumed_from >= chunk  # not a restart from byte 0
+
+
+@pytest.mark.network
 def test_hub_failure_that_outlives_the_retries(tmp_path, hub):
     hub.fail("shard_00000", times=100, status=503, method="GET")
     out = tmp_path / "corpus"
@@ -265,6 +286,21 @@ def test_workflow_corpus_stage_and_bad_shard(tmp_path, base_config, snakemake_ru
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "bad" / "results" / "corpus" / "shard_00002.parquet").exists()
     assert not (tmp_path / "bad" / "results" / "corpus" / "corpus.json").exists()
+
+
+@pytest.mark.network
+def test_workflow_reads_the_hub_through_hf_endpoint(tmp_path, hub, base_config, snakemake_run, sample_dir):
+    """The user's route: corpus.source hub, HF_ENDPOINT and HF_HOME in the environment of snakemake."""
+    base_config["corpus"].update(source="hub", location="someone/german-data", shard_sets={"train": [0, 1], "validation": 1})
+    base_config["corpus"]["download"] = {"retries": 2, "backoff_seconds": 0.01}
+    hub.fail("shard_00001", times=1, status=503, method="GET")
+    env = {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf-home")}
+    result = snakemake_run(tmp_path / "run", base_config, "results/corpus/corpus.json", env=env)
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((tmp_path / "run" / "results" / "corpus" / "shard_00001.json").read_text())
+    assert manifest["sha256"] == sha256_of(sample_dir / "shard_00001.parquet")
+    assert manifest["source"]["commit"] == hub.commit_of(tmp_path / "hub" / "datasets" / "someone" / "german-data")
+    assert "attempt 1 failed" in (tmp_path / "run" / "results" / "logs" / "corpus" / "shard_00001.log").read_text()
 
 
 @pytest.mark.eltec
