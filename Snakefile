@@ -8,9 +8,13 @@ configfile: "config/config.yaml"
 
 include: "rules/common.smk"
 include: "rules/corpus.smk"
+include: "rules/tokenizers.smk"
+include: "rules/dataset.smk"
 
 
 rule all:
     default_target: True
     input:
         corpus_outputs(),
+        tokenizer_outputs(),
+        dataset_outputs(),

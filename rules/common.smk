@@ -3,7 +3,7 @@ import sys
 
 from snakemake.utils import min_version
 
-from nanogerman.config import ConfigError, all_shards, shard_name, shard_set, validate_config
+from nanogerman.config import ConfigError, all_shards, shard_name, shard_set, tokenizer_entry, validate_config
 
 min_version("9.0")
 
@@ -20,6 +20,7 @@ RESULTS = config["results_dir"].rstrip("/")
 
 wildcard_constraints:
     shard=r"shard_\d{5}",
+    tokenizer=r"[a-z0-9][a-z0-9_.-]*",
 
 
 def shards_of(set_name):

@@ -291,7 +291,7 @@ def test_workflow_corpus_stage_and_bad_shard(tmp_path, base_config, snakemake_ru
 @pytest.mark.network
 def test_workflow_reads_the_hub_through_hf_endpoint(tmp_path, hub, base_config, snakemake_run, sample_dir):
     """The user's route: corpus.source hub, HF_ENDPOINT and HF_HOME in the environment of snakemake."""
-    base_config["corpus"].update(source="hub", location="someone/german-data", shard_sets={"train": [0, 1], "validation": 1})
+    base_config["corpus"].update(source="hub", location="someone/german-data", shard_sets={"train": [0], "validation": 1})
     base_config["corpus"]["download"] = {"retries": 2, "backoff_seconds": 0.01}
     hub.fail("shard_00001", times=1, status=503, method="GET")
     env = {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf-home")}

@@ -205,6 +205,76 @@ def check_references(config: dict) -> None:
     """
     for name in config["corpus"]["shard_sets"]:
         shard_set(config, name)
+    _check_dataset_splits(config)
+    _check_tokenizers(config)
+    _check_tokenizer_eval(config)
+
+
+def _check_dataset_splits(config: dict) -> None:
+    """dataset.train_shards and dataset.validation_shards name shard sets that share no shard."""
+    dataset = config.get("dataset")
+    if not dataset:
+        return
+    train, validation = dataset["train_shards"], dataset["validation_shards"]
+    check_shard_set_name(config, train, "dataset.train_shards")
+    check_shard_set_name(config, validation, "dataset.validation_shards")
+    shared = sorted(set(shard_set(config, train)) & set(shard_set(config, validation)))
+    if shared:
+        listed = ", ".join(str(index) for index in shared[:5]) + (", …" if len(shared) > 5 else "")
+        raise ConfigError(
+            f"config error: dataset.train_shards ({train!r}) and dataset.validation_shards ({validation!r}) share "
+            f"shard(s) {listed}; the train and validation splits must be disjoint"
+        )
+
+
+def _check_tokenizers(config: dict) -> None:
+    """Tokenizer names are unique, their shard sets exist and their vocabularies hold bytes and specials."""
+    from nanogerman.tokenizer_training import TokenizerError, check_vocab_size
+
+    entries = config.get("tokenizers") or []
+    check_unique_names(entries, "tokenizers")
+    for position, entry in enumerate(entries):
+        check_shard_set_name(config, entry["shards"], f"tokenizers[{position}].shards")
+        try:
+            check_vocab_size(entry["vocab_size"], entry["special_tokens"], f"tokenizers[{position}].vocab_size")
+        except TokenizerError as error:
+            raise ConfigError(str(error)) from None
+
+
+def _check_tokenizer_eval(config: dict) -> None:
+    """tokenizer_eval: unique dataset names, existing shard sets, known trained tokenizers, no name used twice."""
+    section = config.get("tokenizer_eval") or {}
+    datasets = section.get("datasets") or []
+    check_unique_names(datasets, "tokenizer_eval.datasets")
+    for position, entry in enumerate(datasets):
+        if "shards" in entry:
+            check_shard_set_name(config, entry["shards"], f"tokenizer_eval.datasets[{position}].shards")
+    trained = [entry["name"] for entry in config.get("tokenizers") or []]
+    chosen = section.get("trained", True)
+    for position, name in enumerate(chosen if isinstance(chosen, list) else []):
+        if name not in trained:
+            raise ConfigError(
+                f"config error: tokenizer_eval.trained[{position}] is {name!r}; expected the name of an entry of "
+                f"tokenizers ({', '.join(trained) or 'none defined'})"
+            )
+    references = section.get("references") or []
+    check_unique_names(references, "tokenizer_eval.references")
+    evaluated = set(chosen if isinstance(chosen, list) else trained if chosen else [])
+    for position, entry in enumerate(references):
+        if entry["name"] in evaluated:
+            raise ConfigError(
+                f"config error: tokenizer_eval.references[{position}].name {entry['name']!r} is also a trained "
+                "tokenizer's name; every evaluated tokenizer needs its own name"
+            )
+
+
+def tokenizer_entry(config: dict, name: str) -> dict:
+    """The ``tokenizers`` entry called ``name``."""
+    for entry in config.get("tokenizers") or []:
+        if entry["name"] == name:
+            return entry
+    known = ", ".join(entry["name"] for entry in config.get("tokenizers") or []) or "none"
+    raise ConfigError(f"config error: unknown tokenizer {name!r}; tokenizers defines {known}")
 
 
 def check_shard_set_name(config: dict, name: Any, key: str) -> None:
