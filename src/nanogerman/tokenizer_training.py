@@ -295,77 +295,35 @@ def train_neox(texts: Iterable[str], spec: TokenizerSpec):
 
 
 # --- export to Hugging Face ------------------------------------------------------------------
-#
-# The export writes what transformers' own path writes (``convert_tiktoken_to_fast`` for the
-# nanochat kind, then ``PreTrainedTokenizerFast(...).save_pretrained``), byte for byte, without
-# importing transformers: that import, the converter's round trip through files and the
-# wrapper's deep copy cost about 3 s, more than half of what rustbpe needs for 55 MB of text.
-# tests/test_tokenizers.py checks the equivalence against transformers on every run.
 
 
-def byte_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible map from the 256 byte values to printable characters.
+def import_converter_in_background() -> threading.Thread:
+    """Import transformers' tiktoken converter in a thread while the trainer runs.
 
-    Printable Latin-1 bytes stand for themselves; the others (control characters, space,
-    soft hyphen …) are moved to U+0100 onwards, in byte order. Byte-level BPE vocabularies
-    in ``tokenizer.json`` are written in these characters.
+    The import costs about a second of Python work; rustbpe releases the GIL while it
+    counts pairs, so on two or more cores the import is free when started first.
     """
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    mapping = {byte: chr(byte) for byte in printable}
-    shifted = 0
-    for byte in range(256):
-        if byte not in mapping:
-            mapping[byte] = chr(256 + shifted)
-            shifted += 1
-    return mapping
+    def load() -> None:
+        import transformers.integrations.tiktoken  # noqa: F401
 
-
-def tiktoken_vocab_and_merges(mergeable_ranks: dict[bytes, int]) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """The byte-level BPE vocab and merges that encode exactly like tiktoken with these ranks.
-
-    tiktoken merges any adjacent pair whose concatenation is a token, lowest rank first, so
-    every split of a token into two tokens is a merge, ranked by the token it makes; ties
-    are ordered by the ranks of the two parts. Same result as transformers' TikTokenConverter.
-    """
-    table = byte_to_unicode()  # str.translate on the latin-1 decoding: code point == byte value
-    ordered = sorted(mergeable_ranks.items(), key=lambda item: item[1])
-    spelled = {rank: token.decode("latin-1").translate(table) for token, rank in ordered}
-    vocab = {spelled[rank]: rank for _, rank in ordered}
-    rank_of = mergeable_ranks.get
-    merges: list[tuple[str, str]] = []
-    for token, _ in ordered:
-        if len(token) == 1:
-            continue
-        splits = [
-            (left, right)
-            for cut in range(1, len(token))
-            if (left := rank_of(token[:cut])) is not None and (right := rank_of(token[cut:])) is not None
-        ]
-        splits.sort()
-        merges.extend((spelled[left], spelled[right]) for left, right in splits)
-    return vocab, merges
+    thread = threading.Thread(target=load, name="nanogerman-import-transformers", daemon=True)
+    thread.start()
+    return thread
 
 
 def tiktoken_to_tokenizers(encoding):
-    """A ``tokenizers.Tokenizer`` that encodes like the ``tiktoken.Encoding`` (special tokens after the merges)."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+    """A ``tokenizers.Tokenizer`` that encodes like ``encoding``, by transformers' ``convert_tiktoken_to_fast``."""
+    import tempfile
 
-    vocab, merges = tiktoken_vocab_and_merges(encoding._mergeable_ranks)
-    tokenizer = Tokenizer(models.BPE(vocab, merges, fuse_unk=False))
-    tokenizer.model.ignore_merges = True  # a whole word in the vocab is one token, as in tiktoken
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(encoding._pat_str), behavior="isolated", invert=False),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
-    tokenizer.decoder = decoders.ByteLevel()
-    specials = sorted(encoding._special_tokens.items(), key=lambda item: item[1])
-    tokenizer.add_special_tokens([AddedToken(token, normalized=False, special=True) for token, _ in specials])
-    for token, token_id in specials:
+    from tokenizers import Tokenizer
+    from transformers.integrations.tiktoken import convert_tiktoken_to_fast
+
+    with tempfile.TemporaryDirectory(prefix="nanogerman-tiktoken-") as scratch:
+        convert_tiktoken_to_fast(encoding, scratch)
+        tokenizer = Tokenizer.from_file(str(Path(scratch) / "tokenizer.json"))
+    for token, token_id in encoding._special_tokens.items():
         if tokenizer.token_to_id(token) != token_id:
             raise RuntimeError(f"special token {token!r} got id {tokenizer.token_to_id(token)}, tiktoken has {token_id}")
-    tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
     return tokenizer
 
 
@@ -477,8 +435,10 @@ def train_tokenizer(
     started = clock()
     encoding = None
     if spec.kind == "nanochat":
+        converter_import = import_converter_in_background()
         encoding = train_nanochat(keeping(texts), spec)
         training_seconds = clock() - started
+        converter_import.join()
         tokenizer = tiktoken_to_tokenizers(encoding)
     else:
         tokenizer = train_neox(keeping(texts), spec)
