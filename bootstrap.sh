@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv (Python 3.12) with everything the workflow and its tests need.
-# Idempotent: does nothing when .venv already matches pyproject.toml and requirements.lock.
+# Idempotent: does nothing when .venv already matches pyproject.toml, requirements.lock and envs/maxtext-runtime.txt.
 # Needs only the package registries (PyPI); set PYTHON=/path/to/python3.12 to choose the interpreter.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -17,7 +17,7 @@ find_python() {
     exit 1
 }
 
-stamp=".venv/.installed-$(cat pyproject.toml requirements.lock | sha256sum | cut -c1-16)"
+stamp=".venv/.installed-$(cat pyproject.toml requirements.lock envs/maxtext-runtime.txt | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ]; then
     exit 0
 fi
@@ -25,7 +25,7 @@ python=$(find_python)
 echo "bootstrap: creating .venv with $("$python" --version) (a few minutes on first run)" >&2
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -c requirements.lock -e '.[dev]'
+.venv/bin/python -m pip install --quiet -c requirements.lock -r envs/maxtext-runtime.txt -e '.[dev]'
 .venv/bin/python -m pip check
 rm -f .venv/.installed-*
 touch "$stamp"
