@@ -9,6 +9,7 @@ configfile: "config/config.yaml"
 include: "rules/common.smk"
 include: "rules/corpus.smk"
 include: "rules/tokenizers.smk"
+include: "rules/tokenizer_eval.smk"
 include: "rules/dataset.smk"
 
 
@@ -17,4 +18,5 @@ rule all:
     input:
         corpus_outputs(),
         tokenizer_outputs(),
+        tokenizer_eval_outputs(),
         dataset_outputs(),

@@ -1,0 +1,910 @@
+"""Tokenizer evaluation stage: GerTokEval's metrics for trained and reference tokenizers.
+
+Every text is encoded with the tokenizer's default ``encode`` (special tokens included,
+as ``AutoTokenizer.from_pretrained(...).encode(text)`` does); empty texts are skipped.
+For the texts ``i`` of all datasets pooled, with ``n_i`` tokens, ``b_i`` UTF-8 bytes,
+``c_i`` characters and ``l_i = len(text.split("\\n"))`` lines:
+
+- fertility = mean of ``n_i / b_i`` (lower is better);
+- token length = mean of ``c_i / n_i``;
+- vocabulary utilization = distinct ids used / ``len(tokenizer.get_vocab())``;
+- type-token ratio = distinct ids / all ids;
+- tokens per line = mean of ``n_i / l_i``;
+- bytes per token = sum of ``b_i`` / sum of ``n_i`` (not in GerTokEval's table).
+
+The same metrics are also computed for each dataset alone. Texts are encoded in batches:
+through tiktoken's batch API for a trained nanochat tokenizer (its ``tokenizer.pkl``),
+otherwise through the fast tokenizer's Rust batch API. The first texts are also encoded
+one at a time with ``encode``, and the batch encoder is used only if the ids agree.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from nanogerman.atomic import atomic_path, write_json
+from nanogerman.errors import StageError
+
+log = logging.getLogger(__name__)
+
+TEXT_COLUMN = "text"
+TEXT_SUFFIXES = (".parquet", ".jsonl", ".txt")
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+CHECK_TEXTS = 16  # texts per dataset re-encoded one at a time to check the batch encoder
+# Files of a Hub dataset repo that hold texts, and the split names the Hub recognises in paths.
+HUB_DATA_SUFFIXES = (".parquet", ".jsonl")
+HUB_SPLIT_NAMES = ("train", "validation", "valid", "dev", "test", "eval")
+
+
+class TokenizerEvalError(StageError):
+    """A tokenizer or an evaluation dataset cannot be used as configured."""
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]
+
+
+# --- metrics -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    title: str  # the seed's column title
+    fmt: str  # the seed's number format
+    higher_is_better: bool  # which value the tables print in bold
+    meaning: str
+
+
+METRICS = (
+    Metric("fertility", "Fertility", "{:.3f}", False, "tokens per UTF-8 byte, mean over texts"),
+    Metric("vocab_utilization", "Vocab Utilization", "{:.1%}", True, "distinct token ids used / vocabulary size"),
+    Metric("type_token_ratio", "Type-Token Ratio", "{:.4f}", True, "distinct token ids / all token ids"),
+    Metric("token_length", "Token Length", "{:.2f}", True, "characters per token, mean over texts"),
+    # The seed's table prints the highest tokens per line in bold; kept for the same table.
+    Metric("tokens_per_line", "Tokens per Line", "{:.1f}", True, "tokens per line, mean over texts"),
+)
+EXTRA_METRICS = (Metric("bytes_per_token", "Bytes per Token", "{:.2f}", True, "all UTF-8 bytes / all tokens"),)
+ALL_METRICS = METRICS + EXTRA_METRICS
+METRIC_BY_KEY = {metric.key: metric for metric in ALL_METRICS}
+
+
+@dataclass
+class TextStats:
+    """Sums over encoded texts, from which the metrics follow; datasets merge by addition."""
+
+    texts: int = 0
+    zero_token_texts: int = 0  # non-empty texts that encode to no token: left out of token length
+    tokens: int = 0
+    bytes: int = 0
+    characters: int = 0
+    lines: int = 0
+    fertility_sum: float = 0.0
+    token_length_sum: float = 0.0
+    tokens_per_line_sum: float = 0.0
+    ids: set[int] = field(default_factory=set)
+
+    def add(self, texts: list[str], token_ids: list[list[int]]) -> None:
+        """Add non-empty ``texts`` and their ids, in order."""
+        if len(texts) != len(token_ids):
+            raise ValueError(f"{len(texts)} texts but {len(token_ids)} encodings")
+        for text, ids in zip(texts, token_ids):
+            tokens = len(ids)
+            size = len(text.encode("utf-8"))
+            lines = text.count("\n") + 1  # == len(text.split("\n"))
+            self.texts += 1
+            self.tokens += tokens
+            self.bytes += size
+            self.characters += len(text)
+            self.lines += lines
+            self.fertility_sum += tokens / size
+            self.tokens_per_line_sum += tokens / lines
+            if tokens:
+                self.token_length_sum += len(text) / tokens
+            else:
+                self.zero_token_texts += 1
+            self.ids.update(ids)
+
+    def merged(self, other: "TextStats") -> "TextStats":
+        return TextStats(
+            texts=self.texts + other.texts,
+            zero_token_texts=self.zero_token_texts + other.zero_token_texts,
+            tokens=self.tokens + other.tokens,
+            bytes=self.bytes + other.bytes,
+            characters=self.characters + other.characters,
+            lines=self.lines + other.lines,
+            fertility_sum=self.fertility_sum + other.fertility_sum,
+            token_length_sum=self.token_length_sum + other.token_length_sum,
+            tokens_per_line_sum=self.tokens_per_line_sum + other.tokens_per_line_sum,
+            ids=self.ids | other.ids,
+        )
+
+    def metrics(self, vocab_size: int) -> dict[str, float | None]:
+        """GerTokEval's metrics (None where no text was encoded)."""
+        if self.texts == 0:
+            return {metric.key: None for metric in ALL_METRICS}
+        with_tokens = self.texts - self.zero_token_texts
+        return {
+            "fertility": self.fertility_sum / self.texts,
+            "vocab_utilization": len(self.ids) / vocab_size,
+            "type_token_ratio": len(self.ids) / self.tokens if self.tokens else None,
+            "token_length": self.token_length_sum / with_tokens if with_tokens else None,
+            "tokens_per_line": self.tokens_per_line_sum / self.texts,
+            "bytes_per_token": self.bytes / self.tokens if self.tokens else None,
+        }
+
+    def totals(self) -> dict[str, int]:
+        return {
+            "texts": self.texts,
+            "zero_token_texts": self.zero_token_texts,
+            "tokens": self.tokens,
+            "bytes": self.bytes,
+            "characters": self.characters,
+            "lines": self.lines,
+            "distinct_ids": len(self.ids),
+        }
+
+
+# --- reading texts -----------------------------------------------------------------------------
+
+
+def read_text_batches(
+    files: Iterable[str | Path], *, text_field: str = TEXT_COLUMN, limit: int | None = None, batch_size: int = 1000
+) -> Iterator[list[str]]:
+    """The texts of ``files`` in order, in lists of at most ``batch_size``; nulls become "".
+
+    ``limit`` caps the records read (empty ones included), across files. Formats by
+    suffix: ``.parquet`` (the string column ``text_field``), ``.jsonl`` (one JSON object
+    per line with the key ``text_field``) and ``.txt`` (one text per line).
+    """
+    remaining = limit
+    for path in files:
+        path = Path(path)
+        readers = {".parquet": _parquet_batches, ".jsonl": _jsonl_batches, ".txt": _txt_batches}
+        reader = readers.get(path.suffix)
+        if reader is None:
+            raise TokenizerEvalError(f"{path}: cannot read texts from a {path.suffix or 'suffix-less'} file; "
+                                     f"expected one of {', '.join(TEXT_SUFFIXES)}")
+        if not path.is_file():
+            raise TokenizerEvalError(f"{path}: file not found")
+        for batch in reader(path, text_field, batch_size):
+            if remaining is not None:
+                batch = batch[:remaining]
+                remaining -= len(batch)
+            if batch:
+                yield batch
+            if remaining == 0:
+                return
+
+
+def _parquet_batches(path: Path, text_field: str, batch_size: int) -> Iterator[list[str]]:
+    try:
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as error:
+        raise TokenizerEvalError(f"{path}: not a readable parquet file ({_first_line(error)})") from None
+    schema = parquet.schema_arrow
+    if text_field not in schema.names:
+        raise TokenizerEvalError(
+            f"{path}: no column {text_field!r} (columns: {', '.join(schema.names) or 'none'}); set text_field to the text column"
+        )
+    kind = schema.field(text_field).type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        raise TokenizerEvalError(f"{path}: column {text_field!r} has type {kind}; expected string")
+    try:
+        for batch in parquet.iter_batches(columns=[text_field], batch_size=batch_size):
+            yield [text or "" for text in batch.column(0).to_pylist()]
+    except (pa.ArrowException, OSError) as error:
+        raise TokenizerEvalError(f"{path}: not a readable parquet file ({_first_line(error)})") from None
+
+
+def _jsonl_batches(path: Path, text_field: str, batch_size: int) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for number, line in _numbered_lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise TokenizerEvalError(f"{path}:{number}: not valid JSON ({error.msg})") from None
+        if not isinstance(record, dict) or text_field not in record:
+            raise TokenizerEvalError(f"{path}:{number}: expected a JSON object with the key {text_field!r} (text_field)")
+        text = record[text_field]
+        if text is not None and not isinstance(text, str):
+            raise TokenizerEvalError(f"{path}:{number}: {text_field!r} is a {type(text).__name__}; expected a string")
+        batch.append(text or "")
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _txt_batches(path: Path, text_field: str, batch_size: int) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for _, line in _numbered_lines(path):
+        batch.append(line)
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Lines split at "\\n" (a "\\r" before it dropped), numbered from 1; invalid UTF-8 is a one-line error."""
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                yield number, raw.removesuffix(b"\n").removesuffix(b"\r").decode("utf-8")
+            except UnicodeDecodeError:
+                raise TokenizerEvalError(f"{path}:{number}: not valid UTF-8") from None
+
+
+# --- datasets ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EvalDataset:
+    """One dataset as the evaluation job reads it: local files, a text field and a cap."""
+
+    name: str
+    files: tuple[str, ...]
+    text_field: str = TEXT_COLUMN
+    samples: int | None = None
+    source: dict = field(default_factory=dict)  # what the config says, for the record
+
+    @classmethod
+    def from_params(cls, params: dict) -> "EvalDataset":
+        return cls(
+            name=params["name"],
+            files=tuple(str(path) for path in params["files"]),
+            text_field=params.get("text_field", TEXT_COLUMN),
+            samples=params.get("samples"),
+            source=dict(params.get("source") or {}),
+        )
+
+
+def hub_split_files(paths: Iterable[str], split: str) -> list[str]:
+    """The data files of a Hub dataset repo that belong to ``split``, sorted.
+
+    A file belongs to the split when a folder or the file name is the split's name or
+    starts with it followed by ``-``, ``_``, ``.`` or a digit (``train.jsonl``,
+    ``data/train-00000-of-00002.parquet``, ``train/0000.parquet``). A repo whose files
+    name no split at all is one ``train`` split, as the ``datasets`` library reads it.
+    """
+    data = sorted(path for path in paths if path.endswith(HUB_DATA_SUFFIXES) and not path.startswith("."))
+
+    def names(path: str, name: str) -> bool:
+        pattern = re.compile(rf"^{re.escape(name)}([-_.0-9].*)?$")
+        return any(pattern.match(part) for part in path.split("/"))
+
+    chosen = [path for path in data if names(path, split)]
+    if not chosen and split == "train" and not any(names(path, other) for path in data for other in HUB_SPLIT_NAMES):
+        chosen = data
+    return chosen
+
+
+@dataclass(frozen=True)
+class HubDataset:
+    """A dataset entry with ``hub:``: the first ``samples`` texts of a split of a Hub dataset repo."""
+
+    name: str
+    repo: str
+    revision: str = "main"
+    split: str = "train"
+    text_field: str = TEXT_COLUMN
+    samples: int | None = None
+
+    @classmethod
+    def from_config(cls, entry: dict) -> "HubDataset":
+        return cls(
+            name=entry["name"],
+            repo=entry["hub"],
+            revision=entry.get("revision", "main"),
+            split=entry.get("split", "train"),
+            text_field=entry.get("text_field", TEXT_COLUMN),
+            samples=entry.get("samples"),
+        )
+
+    @property
+    def label(self) -> str:
+        return f"tokenizer_eval dataset {self.name!r} (hf://datasets/{self.repo}@{self.revision}, split {self.split!r})"
+
+
+def fetch_hub_dataset(
+    spec: HubDataset, parquet_path: str | Path, manifest_path: str | Path, *, retries: int = 5, backoff_seconds: float = 2.0
+) -> dict:
+    """Download the split's files (until ``samples`` texts) and write their texts as one parquet file.
+
+    The output has one string column ``text`` holding the first ``samples`` records of the
+    split in file order (empty ones kept; the evaluation skips them). The manifest records
+    the commit read, the files and the counts. Transient failures are retried.
+    """
+    import huggingface_hub
+    from huggingface_hub import errors as hub_errors
+
+    from nanogerman.corpus import retry_transient
+
+    endpoint = os.environ.get("HF_ENDPOINT") or None  # read now, so a mirror or test stand-in set later counts
+    permanent = {
+        hub_errors.RepositoryNotFoundError: f"{spec.label}: dataset repo {spec.repo!r} not found on the Hub "
+        "(or it is private; check the hub key and your HF_TOKEN)",
+        hub_errors.RevisionNotFoundError: f"{spec.label}: revision {spec.revision!r} not found (check the revision key)",
+        hub_errors.GatedRepoError: f"{spec.label}: the repo is gated; accept its terms on the Hub and set HF_TOKEN",
+        hub_errors.EntryNotFoundError: f"{spec.label}: a data file vanished from the repo while reading it; run again",
+    }
+
+    def hub_call(attempt: Callable[[], Any]) -> Any:
+        try:
+            return retry_transient(attempt, retries=retries, backoff_seconds=backoff_seconds, label=spec.label,
+                                   permanent=tuple(permanent))
+        except tuple(permanent) as error:
+            raise TokenizerEvalError(next(text for kind, text in permanent.items() if isinstance(error, kind))) from None
+        except Exception as error:  # transient errors that outlived the retries
+            raise TokenizerEvalError(
+                f"{spec.label}: the Hub did not answer after {retries + 1} attempts ({_first_line(error)}); "
+                "check the network or set HF_ENDPOINT to a mirror"
+            ) from None
+
+    api = huggingface_hub.HfApi(endpoint=endpoint)
+    info = hub_call(lambda: api.dataset_info(spec.repo, revision=spec.revision))
+    available = [sibling.rfilename for sibling in info.siblings or []]
+    files = hub_split_files(available, spec.split)
+    if not files:
+        data = [path for path in available if path.endswith(HUB_DATA_SUFFIXES)]
+        raise TokenizerEvalError(
+            f"{spec.label}: no {'/'.join(HUB_DATA_SUFFIXES)} files for split {spec.split!r} "
+            f"(data files: {', '.join(data[:8]) or 'none'}); check the split key"
+        )
+    rows = empty = 0
+    used: list[str] = []
+    schema = pa.schema([(TEXT_COLUMN, pa.string())])
+    with atomic_path(parquet_path) as temporary:
+        with pq.ParquetWriter(temporary, schema) as writer:
+            for filename in files:
+                remaining = None if spec.samples is None else spec.samples - rows
+                if remaining == 0:
+                    break
+                cached = hub_call(lambda: huggingface_hub.hf_hub_download(
+                    repo_id=spec.repo, filename=filename, repo_type="dataset", revision=info.sha, endpoint=endpoint,
+                ))
+                used.append(filename)
+                # hf_hub_download keeps the repo's file name; read it by that suffix.
+                for batch in read_text_batches([cached], text_field=spec.text_field, limit=remaining, batch_size=4096):
+                    writer.write_table(pa.table({TEXT_COLUMN: pa.array(batch, pa.string())}, schema=schema))
+                    rows += len(batch)
+                    empty += sum(1 for text in batch if not text)
+        if rows == empty:
+            raise TokenizerEvalError(f"{spec.label}: the split holds no text in the field {spec.text_field!r}")
+    manifest = {
+        "name": spec.name,
+        "source": {"kind": "hub", "repo": spec.repo, "revision": spec.revision, "commit": info.sha, "split": spec.split,
+                   "text_field": spec.text_field, "samples": spec.samples},
+        "files": used,
+        "rows": rows,
+        "empty_texts": empty,
+    }
+    write_json(manifest_path, manifest)
+    log.info("%s: %d texts (%d empty) from %d file(s) at commit %s", spec.label, rows, empty, len(used), info.sha)
+    return manifest
+
+
+# --- tokenizers --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TokenizerSource:
+    """A tokenizer to evaluate: a trained one (its results folder) or a reference (Hub id or folder)."""
+
+    name: str
+    path: str
+    kind: str = "reference"  # "trained" or "reference"
+    revision: str = "main"  # Hub ids only
+    trust_remote_code: bool = False
+
+    @classmethod
+    def from_params(cls, params: dict) -> "TokenizerSource":
+        return cls(
+            name=params["name"],
+            path=str(params["path"]),
+            kind=params.get("kind", "reference"),
+            revision=params.get("revision") or "main",
+            trust_remote_code=bool(params.get("trust_remote_code", False)),
+        )
+
+    @property
+    def is_local(self) -> bool:
+        return Path(self.path).is_dir()
+
+    @property
+    def label(self) -> str:
+        hub = not self.is_local and self.kind != "trained" and HUB_ID.match(self.path)
+        where = f"{self.path}@{self.revision}" if hub else self.path
+        return f"{self.kind} tokenizer {self.name!r} ({where})"
+
+
+def load_tokenizer(source: TokenizerSource):
+    """``AutoTokenizer.from_pretrained`` on the folder or Hub id; any failure is one line naming the tokenizer."""
+    local = source.is_local
+    if not local and (source.kind == "trained" or not HUB_ID.match(source.path)):
+        raise TokenizerEvalError(f"{source.label}: {source.path!r} is not a folder"
+                                 + ("" if source.kind == "trained" else " and not a Hub repo id like 'dbmdz/german-gpt2'"))
+    from transformers import AutoTokenizer
+
+    options: dict[str, Any] = {"trust_remote_code": source.trust_remote_code}
+    if not local:
+        options["revision"] = source.revision
+    try:
+        return AutoTokenizer.from_pretrained(source.path, **options)
+    except Exception as error:  # transformers raises OSError, ValueError, ImportError …: all mean "cannot load"
+        message = _first_line(error)
+        if "trust_remote_code" in message and not source.trust_remote_code:
+            hint = "it ships its own code: set trust_remote_code: true for it in tokenizer_eval.references if you trust the repo"
+        elif local:
+            hint = "the folder needs tokenizer.json or the files of a slow tokenizer, and tokenizer_config.json"
+        else:
+            hint = ("check the repo id and revision, and the network (HF_ENDPOINT for a mirror, HF_TOKEN for gated repos), "
+                    "or give a local folder")
+        raise TokenizerEvalError(f"{source.label}: cannot load it ({type(error).__name__}: {message}); {hint}") from None
+
+
+def hub_commit(source: TokenizerSource) -> str | None:
+    """The commit a Hub tokenizer was loaded from, read from the local Hub cache (None for folders)."""
+    if source.is_local:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in ("tokenizer_config.json", "tokenizer.json", "config.json"):
+        cached = try_to_load_from_cache(source.path, filename, revision=source.revision)
+        if isinstance(cached, str) and Path(cached).parent.parent.name == "snapshots":
+            return Path(cached).parent.name
+    return None
+
+
+Encoder = Callable[[list[str]], list[list[int]]]
+
+
+def batch_encoders(tokenizer, *, trained_folder: str | Path | None = None, threads: int | None = None) -> list[tuple[str, Encoder]]:
+    """Batch encoders that should give ``tokenizer.encode``'s ids, fastest first, with their names.
+
+    - a trained nanochat tokenizer's ``tokenizer.pkl`` (``trained_folder``): tiktoken's
+      threaded ``encode_batch``, with the BOS the export adds (three times the speed of
+      the export's own regex pre-tokenizer);
+    - a fast tokenizer without truncation or padding set: the Rust
+      ``tokenizers.Tokenizer.encode_batch_fast`` (parallel, no offsets computed);
+    - always: transformers' own batch call ``tokenizer(texts)``.
+    """
+    from tokenizers import Tokenizer
+
+    encoders = []
+    if trained_folder is not None and (tiktoken_encode := tiktoken_encoder(trained_folder, threads)) is not None:
+        encoders.append(("tiktoken.Encoding.encode_batch", tiktoken_encode))
+    backend = getattr(tokenizer, "_tokenizer", None)
+    if isinstance(backend, Tokenizer) and backend.truncation is None and backend.padding is None:
+        def encode_fast(texts: list[str]) -> list[list[int]]:
+            return [encoding.ids for encoding in backend.encode_batch_fast(texts, add_special_tokens=True)]
+
+        encoders.append(("tokenizers.Tokenizer.encode_batch_fast", encode_fast))
+    encoders.append(("transformers batch call", transformers_batch_encoder(tokenizer)))
+    return encoders
+
+
+def tiktoken_encoder(folder: str | Path, threads: int | None = None) -> Encoder | None:
+    """tiktoken's batch encoder for a trained nanochat tokenizer (``tokenizer.pkl`` + ``stats.json``), else None.
+
+    Only for the workflow's own trained folders: unpickling runs code, so never for references.
+    """
+    import pickle
+
+    import tiktoken
+
+    pkl, stats_path = Path(folder) / "tokenizer.pkl", Path(folder) / "stats.json"
+    if not pkl.is_file() or not stats_path.is_file():
+        return None
+    try:
+        with open(pkl, "rb") as handle:
+            encoding = pickle.load(handle)
+        stats = json.loads(stats_path.read_text(encoding="utf-8"))
+        prefix = [int(stats["bos_token_id"])] if stats.get("adds_bos") else []
+    except Exception as error:  # an unreadable pickle only costs speed: the Hugging Face export is used instead
+        log.warning("%s: cannot use tokenizer.pkl (%s); encoding with the Hugging Face export", folder, _first_line(error))
+        return None
+    if not isinstance(encoding, tiktoken.Encoding):
+        return None
+    workers = max(1, threads or os.cpu_count() or 1)
+
+    def encode(texts: list[str]) -> list[list[int]]:
+        return [prefix + ids for ids in encoding.encode_batch(texts, allowed_special="all", num_threads=workers)]
+
+    return encode
+
+
+def transformers_batch_encoder(tokenizer) -> Encoder:
+    def encode(texts: list[str]) -> list[list[int]]:
+        encoded = tokenizer(texts, add_special_tokens=True, return_attention_mask=False, return_token_type_ids=False,
+                            verbose=False)
+        return [list(ids) for ids in encoded["input_ids"]]
+
+    return encode
+
+
+def one_at_a_time_encoder(tokenizer) -> Encoder:
+    """The baseline: one ``tokenizer.encode`` call per text (for checks and the benchmark)."""
+    def encode(texts: list[str]) -> list[list[int]]:
+        return [tokenizer.encode(text) for text in texts]
+
+    return encode
+
+
+def checked_encoder(tokenizer, encoders: list[tuple[str, Encoder]], texts: list[str], label: str) -> tuple[str, Encoder]:
+    """The first of ``encoders`` that gives exactly ``tokenizer.encode``'s ids on ``texts``."""
+    expected = one_at_a_time_encoder(tokenizer)(texts)
+    for name, encode in encoders:
+        if encode(texts) == expected:
+            return name, encode
+        log.warning("%s: %s gives other ids than encode(); trying the next batch encoder", label, name)
+    raise TokenizerEvalError(f"{label}: no batch encoder gives the ids of encode() text by text "
+                             f"(tried {', '.join(name for name, _ in encoders)}); it cannot be evaluated in batches")
+
+
+# --- the evaluation ----------------------------------------------------------------------------
+
+
+def evaluate_texts(
+    datasets: list[EvalDataset], encode: Encoder, *, batch_size: int = 1000, clock: Callable[[], float] = time.perf_counter
+) -> tuple[dict[str, TextStats], dict[str, int], float]:
+    """Encode every dataset's non-empty texts; return stats per dataset, empty texts per dataset, encode seconds."""
+    stats: dict[str, TextStats] = {}
+    empty: dict[str, int] = {}
+    seconds = 0.0
+    for dataset in datasets:
+        stats[dataset.name] = TextStats()
+        empty[dataset.name] = 0
+        for batch in read_text_batches(dataset.files, text_field=dataset.text_field, limit=dataset.samples,
+                                       batch_size=batch_size):
+            texts = [text for text in batch if text]
+            empty[dataset.name] += len(batch) - len(texts)
+            if not texts:
+                continue
+            started = clock()
+            ids = encode(texts)
+            seconds += clock() - started
+            stats[dataset.name].add(texts, ids)
+    return stats, empty, seconds
+
+
+def check_texts(datasets: list[EvalDataset], count: int = CHECK_TEXTS) -> list[str]:
+    """The first ``count`` non-empty texts of each dataset, to check the batch encoder with."""
+    texts: list[str] = []
+    for dataset in datasets:
+        for batch in read_text_batches(dataset.files, text_field=dataset.text_field, limit=count, batch_size=count):
+            texts.extend(text for text in batch if text)
+    return texts
+
+
+def pooled(stats: Iterable[TextStats]) -> TextStats:
+    total = TextStats()
+    for item in stats:
+        total = total.merged(item)
+    return total
+
+
+def library_versions() -> dict[str, str]:
+    return {name: metadata.version(name) for name in ("tokenizers", "transformers", "huggingface_hub", "pyarrow")}
+
+
+def evaluate_tokenizer(
+    source: TokenizerSource,
+    datasets: list[EvalDataset],
+    out_path: str | Path,
+    *,
+    batch_size: int = 1000,
+    threads: int | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict:
+    """Load ``source``, encode every dataset and write the metrics (pooled and per dataset) as JSON.
+
+    ``threads`` caps tiktoken's encoder threads (the Rust encoder follows ``RAYON_NUM_THREADS``).
+    """
+    if not datasets:
+        raise TokenizerEvalError(f"{source.label}: no datasets to evaluate on (tokenizer_eval.datasets is empty)")
+    started = clock()
+    tokenizer = load_tokenizer(source)
+    vocab_size = len(tokenizer.get_vocab())
+    encoders = batch_encoders(tokenizer, trained_folder=source.path if source.kind == "trained" else None, threads=threads)
+    encoder_name, encode = checked_encoder(tokenizer, encoders, check_texts(datasets), source.label)
+    if not getattr(tokenizer, "is_fast", False):
+        log.warning("%s is a slow (Python) tokenizer: transformers encodes its batches text by text", source.label)
+    per_dataset, empty, encode_seconds = evaluate_texts(datasets, encode, batch_size=batch_size, clock=clock)
+    total = pooled(per_dataset.values())
+    if total.texts == 0:
+        raise TokenizerEvalError(f"{source.label}: the datasets hold no non-empty text "
+                                 f"({', '.join(dataset.name for dataset in datasets)})")
+    result = {
+        "name": source.name,
+        "kind": source.kind,
+        "path": source.path,
+        "revision": None if source.is_local else source.revision,
+        "commit": hub_commit(source),
+        "trust_remote_code": source.trust_remote_code,
+        "tokenizer_class": type(tokenizer).__name__,
+        "vocab_size": vocab_size,
+        "encoder": encoder_name,
+        "metrics": total.metrics(vocab_size),
+        "totals": {**total.totals(), "empty_texts": sum(empty.values())},
+        "datasets": [  # a list, to keep the config's order
+            {
+                "name": dataset.name,
+                "source": dataset.source,
+                "files": list(dataset.files),
+                "samples": dataset.samples,
+                "metrics": per_dataset[dataset.name].metrics(vocab_size),
+                "totals": {**per_dataset[dataset.name].totals(), "empty_texts": empty[dataset.name]},
+            }
+            for dataset in datasets
+        ],
+        "encode_seconds": round(encode_seconds, 3),
+        "encode_mb_per_second": round(total.bytes / 1e6 / encode_seconds, 3) if encode_seconds > 0 else None,
+        "batch_size": batch_size,
+        "versions": library_versions(),
+    }
+    result["seconds"] = round(clock() - started, 3)
+    write_json(out_path, result)
+    metrics = result["metrics"]
+    log.info(
+        "%s: %d texts, %d tokens, fertility %.3f, vocab utilization %.1f%%, %.1f MB/s (%s)",
+        source.label, total.texts, total.tokens, metrics["fertility"], 100 * metrics["vocab_utilization"],
+        result["encode_mb_per_second"] or math.nan, encoder_name,
+    )
+    return result
+
+
+# --- the summary: tables and plots -------------------------------------------------------------
+
+
+def load_results(paths: Iterable[str | Path]) -> list[dict]:
+    return [json.loads(Path(path).read_text(encoding="utf-8")) for path in paths]
+
+
+def format_metric(key: str, value: float | None) -> str:
+    """A metric in the seed's format (``0.204``, ``92.4%``, ``0.0090``, ``5.15``, ``26.9``); ``---`` if missing."""
+    return "---" if value is None else METRIC_BY_KEY[key].fmt.format(value)
+
+
+def best_rows(values: list[float | None], key: str) -> set[int]:
+    """Positions of the best value of ``key`` (ties on the printed value all count as best)."""
+    metric = METRIC_BY_KEY[key]
+    present = [value for value in values if value is not None]
+    if not present:
+        return set()
+    printed = format_metric(key, (max if metric.higher_is_better else min)(present))
+    return {row for row, value in enumerate(values) if value is not None and format_metric(key, value) == printed}
+
+
+def metric_values(results: list[dict], key: str, dataset: str | None = None) -> list[float | None]:
+    """``key`` for each result: pooled, or for one dataset (None where a result lacks it)."""
+    if dataset is None:
+        return [result["metrics"].get(key) for result in results]
+    return [dataset_entry(result, dataset).get("metrics", {}).get(key) for result in results]
+
+
+def dataset_entry(result: dict, name: str) -> dict:
+    return next((entry for entry in result["datasets"] if entry["name"] == name), {})
+
+
+def markdown_table(results: list[dict]) -> str:
+    """The seed's table: one row per tokenizer, GerTokEval's five columns, the best value per column in bold."""
+    best = {metric.key: best_rows(metric_values(results, metric.key), metric.key) for metric in METRICS}
+    lines = [
+        "| Tokenizer | " + " | ".join(metric.title for metric in METRICS) + " |",
+        "|" + "---|" * (len(METRICS) + 1),
+    ]
+    for row, result in enumerate(results):
+        cells = [result["name"]]
+        for metric in METRICS:
+            text = format_metric(metric.key, result["metrics"].get(metric.key))
+            cells.append(f"**{text}**" if row in best[metric.key] else text)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def dataset_names(results: list[dict]) -> list[str]:
+    names: list[str] = []
+    for result in results:
+        names.extend(entry["name"] for entry in result["datasets"] if entry["name"] not in names)
+    return names
+
+
+def per_dataset_markdown(results: list[dict], key: str = "fertility") -> str:
+    """One metric per dataset: a row per tokenizer, a column per dataset, the best per column in bold."""
+    datasets = dataset_names(results)
+    lines = ["| Tokenizer | " + " | ".join(datasets) + " |", "|" + "---|" * (len(datasets) + 1)]
+    values = {name: metric_values(results, key, name) for name in datasets}
+    best = {name: best_rows(values[name], key) for name in datasets}
+    for row, result in enumerate(results):
+        cells = [result["name"]]
+        for name in datasets:
+            text = format_metric(key, values[name][row])
+            cells.append(f"**{text}**" if row in best[name] else text)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def markdown_report(results: list[dict]) -> str:
+    datasets = ", ".join(dataset_names(results))
+    return (
+        "# Tokenizer evaluation\n\n"
+        f"GerTokEval's metrics on {datasets} (pooled). Best value per column in bold: lowest fertility, "
+        "highest of the others (as in the seed's table).\n\n"
+        + markdown_table(results)
+        + "\n## Fertility per dataset\n\n"
+        + per_dataset_markdown(results, "fertility")
+    )
+
+
+def summary_frame(results: list[dict]):
+    """One row per tokenizer: name, kind, vocabulary size, totals and every metric at full precision."""
+    import pandas as pd
+
+    rows = []
+    for result in results:
+        row = {"tokenizer": result["name"], "kind": result["kind"], "path": result["path"], "vocab_size": result["vocab_size"]}
+        row.update({key: result["totals"][key] for key in ("texts", "tokens", "bytes", "distinct_ids")})
+        row.update({metric.key: result["metrics"].get(metric.key) for metric in ALL_METRICS})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def per_dataset_frame(results: list[dict]):
+    """One row per tokenizer and dataset, every metric at full precision."""
+    import pandas as pd
+
+    rows = []
+    for result in results:
+        for dataset in result["datasets"]:
+            row = {"tokenizer": result["name"], "dataset": dataset["name"]}
+            row.update({key: dataset["totals"][key] for key in ("texts", "tokens", "bytes", "distinct_ids", "empty_texts")})
+            row.update({metric.key: dataset["metrics"].get(metric.key) for metric in ALL_METRICS})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def latex_escape(text: str) -> str:
+    replacements = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+    return "".join(replacements.get(character, character) for character in text)
+
+
+def latex_table(results: list[dict]) -> str:
+    """The Markdown table as a LaTeX tabular (booktabs), best values in ``\\textbf``."""
+    import pandas as pd
+
+    best = {metric.key: best_rows(metric_values(results, metric.key), metric.key) for metric in METRICS}
+    rows = []
+    for position, result in enumerate(results):
+        row = {"Tokenizer": latex_escape(result["name"])}
+        for metric in METRICS:
+            text = latex_escape(format_metric(metric.key, result["metrics"].get(metric.key)))
+            row[metric.title] = rf"\textbf{{{text}}}" if position in best[metric.key] else text
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=["Tokenizer", *(metric.title for metric in METRICS)])
+    return frame.to_latex(index=False, escape=False, column_format="l" + "r" * len(METRICS))
+
+
+PLOT_NAMES = tuple(metric.key for metric in ALL_METRICS) + ("per_dataset",)
+PLOT_FORMATS = ("svg", "png")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams["svg.hashsalt"] = "nanogerman"  # stable SVG ids: the same results give the same file
+    return plt
+
+
+def _save(figure, folder: Path, name: str) -> list[Path]:
+    written = []
+    for fmt in PLOT_FORMATS:
+        path = folder / f"{name}.{fmt}"
+        with atomic_path(path) as temporary:
+            metadata_ = {"Date": None} if fmt == "svg" else {}
+            figure.savefig(temporary, format=fmt, dpi=150, bbox_inches="tight", metadata=metadata_)
+        written.append(path)
+    return written
+
+
+def plot_metric(results: list[dict], key: str, folder: str | Path) -> list[Path]:
+    """A bar chart of one metric, a bar per tokenizer, labelled in the table's format."""
+    plt = _pyplot()
+    metric = METRIC_BY_KEY[key]
+    names = [result["name"] for result in results]
+    values = metric_values(results, key)
+    scale = 100 if key == "vocab_utilization" else 1
+    heights = [math.nan if value is None else value * scale for value in values]
+    figure, axes = plt.subplots(figsize=(max(4.0, 1.1 * len(names) + 1.5), 3.6))
+    best = best_rows(values, key)
+    colors = ["tab:orange" if row in best else "tab:blue" for row in range(len(values))]
+    bars = axes.bar(range(len(names)), heights, color=colors, tick_label=names)
+    axes.bar_label(bars, labels=[format_metric(key, value) for value in values], fontsize=8)
+    axes.set_ylabel(metric.title + (" (%)" if scale == 100 else ""))
+    axes.set_title(f"{metric.title}: {metric.meaning}", fontsize=9)
+    axes.tick_params(axis="x", labelrotation=30)
+    axes.margins(y=0.15)
+    try:
+        return _save(figure, Path(folder), key)
+    finally:
+        plt.close(figure)
+
+
+def plot_per_dataset(results: list[dict], folder: str | Path) -> list[Path]:
+    """Every metric per dataset: a panel per metric, a group of bars per dataset, a bar per tokenizer."""
+    plt = _pyplot()
+    datasets = dataset_names(results)
+    columns = 3
+    rows = math.ceil(len(ALL_METRICS) / columns)
+    width = max(10.0, 0.9 * len(datasets) * max(1, len(results)) * columns / 3 + 4)
+    figure, grid = plt.subplots(rows, columns, figsize=(width, 3.4 * rows), squeeze=False)
+    bar_width = 0.8 / max(1, len(results))
+    for panel, metric in zip(grid.flat, ALL_METRICS):
+        scale = 100 if metric.key == "vocab_utilization" else 1
+        for offset, result in enumerate(results):
+            values = [dataset_entry(result, name).get("metrics", {}).get(metric.key) for name in datasets]
+            heights = [math.nan if value is None else value * scale for value in values]
+            positions = [index + (offset - (len(results) - 1) / 2) * bar_width for index in range(len(datasets))]
+            panel.bar(positions, heights, width=bar_width, label=result["name"])
+        panel.set_xticks(range(len(datasets)), datasets, rotation=30, ha="right", fontsize=8)
+        panel.set_title(metric.title + (" (%)" if scale == 100 else ""), fontsize=9)
+    for panel in list(grid.flat)[len(ALL_METRICS):]:
+        panel.axis("off")
+    handles, labels = grid.flat[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="upper center", ncol=min(len(labels), 6), fontsize=8, frameon=False)
+    figure.tight_layout(rect=(0, 0, 1, 0.93))
+    try:
+        return _save(figure, Path(folder), "per_dataset")
+    finally:
+        plt.close(figure)
+
+
+def summarize(
+    result_paths: Iterable[str | Path],
+    *,
+    markdown: str | Path,
+    csv: str | Path,
+    per_dataset_csv: str | Path,
+    latex: str | Path,
+    plots_dir: str | Path,
+) -> list[dict]:
+    """Write the Markdown, CSV and LaTeX tables and the plots for the per-tokenizer results, in their order."""
+    results = load_results(result_paths)
+    if not results:
+        raise TokenizerEvalError("tokenizer evaluation summary: no tokenizer results to summarize")
+    with atomic_path(markdown) as temporary:
+        temporary.write_text(markdown_report(results), encoding="utf-8")
+    with atomic_path(csv) as temporary:
+        summary_frame(results).to_csv(temporary, index=False)
+    with atomic_path(per_dataset_csv) as temporary:
+        per_dataset_frame(results).to_csv(temporary, index=False)
+    with atomic_path(latex) as temporary:
+        temporary.write_text(latex_table(results), encoding="utf-8")
+    Path(plots_dir).mkdir(parents=True, exist_ok=True)
+    for metric in ALL_METRICS:
+        plot_metric(results, metric.key, plots_dir)
+    plot_per_dataset(results, plots_dir)
+    log.info("tokenizer evaluation summary: %d tokenizers, tables and %d plots written", len(results), len(PLOT_NAMES))
+    return results
