@@ -11,6 +11,7 @@ include: "rules/corpus.smk"
 include: "rules/tokenizers.smk"
 include: "rules/tokenizer_eval.smk"
 include: "rules/dataset.smk"
+include: "rules/train.smk"
 
 
 rule all:
@@ -20,3 +21,4 @@ rule all:
         tokenizer_outputs(),
         tokenizer_eval_outputs(),
         dataset_outputs(),
+        train_outputs(),

@@ -208,6 +208,7 @@ def check_references(config: dict) -> None:
     _check_dataset_splits(config)
     _check_tokenizers(config)
     _check_tokenizer_eval(config)
+    _check_training(config)
 
 
 def _check_dataset_splits(config: dict) -> None:
@@ -294,3 +295,13 @@ def check_unique_names(entries: list[dict], key: str) -> None:
         if name in seen:
             raise ConfigError(f"config error: {key}[{position}].name {name!r} is used twice; names must be unique")
         seen.add(name)
+
+
+def _check_training(config: dict) -> None:
+    """training.runs name known tokenizers, existing model files and a batch that divides over the devices."""
+    from nanogerman.training import TrainingError, check_training
+
+    try:
+        check_training(config)
+    except TrainingError as error:
+        raise ConfigError(str(error)) from None

@@ -1,0 +1,119 @@
+# Training stage: one MaxText job per entry of training.runs, writing results/train/<run>/train.json
+# (final step, checkpoint URI, loss, tokens, versions) and metrics.jsonl. Checkpoints are not
+# outputs: they stay in <checkpoint_dir>/<run_name>/checkpoints/ so a rerun resumes from them.
+# Before the runs of a backend target, a smoke job trains the model shape on synthetic data;
+# tpu runs are first compiled for their topology on this CPU (fit job). tpu jobs hold the
+# resource tpu_pod (profiles/tpu allows one at a time).
+
+from nanogerman.training import plan_run as _plan_run, plan_runs as _plan_runs, run_names as _run_names, smoke_plans as _smoke_plans
+
+
+wildcard_constraints:
+    run=r"[a-z0-9][a-z0-9_.-]*",
+    target=r"[a-z0-9][a-z0-9-]*",
+
+
+# A plain number on purpose: with a function here, Snakemake 9.15 stopped counting the jobs' threads.
+TPU_POD = int(config["training"]["backend"] == "tpu")
+
+
+def train_runs():
+    return _run_names(config)
+
+
+def train_plan(name):
+    return _plan_run(config, name)
+
+
+def train_manifest(name):
+    """results/train/<run>/train.json: what the export stage reads (checkpoint_uri, checkpoint_step, tokenizer)."""
+    return f"{RESULTS}/train/{name}/train.json"
+
+
+def train_outputs():
+    return [train_manifest(name) for name in train_runs()]
+
+
+def smoke_report(target):
+    return f"{RESULTS}/train/smoke/{target}.json"
+
+
+def fit_report(name):
+    return f"{RESULTS}/train/{name}/fit.json"
+
+
+def _fit_enabled(plan):
+    return plan.backend == "tpu" and config["training"]["fit"]["enabled"]
+
+
+def _run_checks(wildcards):
+    plan = train_plan(wildcards.run)
+    checks = {}
+    if config["training"]["smoke"]["enabled"]:
+        checks["smoke"] = smoke_report(plan.target)
+    if _fit_enabled(plan):
+        checks["fit"] = fit_report(plan.name)
+    return checks
+
+
+def _smoke_inputs(wildcards):
+    plan = _smoke_plans(config)[wildcards.target]
+    fits = [fit_report(other.name) for other in _plan_runs(config) if other.target == wildcards.target and _fit_enabled(other)]
+    return {"model": plan.model_path, "fits": fits}
+
+
+rule train_fit:
+    input:
+        tokenizer=lambda wildcards: tokenizer_dir(train_plan(wildcards.run).tokenizer),
+        model=lambda wildcards: train_plan(wildcards.run).model_path,
+    output:
+        report=f"{RESULTS}/train/{{run}}/fit.json",
+    log:
+        f"{RESULTS}/logs/train/{{run}}_fit.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train/{{run}}_fit.tsv"
+    threads: 2
+    script:
+        "../scripts/train_fit.py"
+
+
+rule train_smoke:
+    input:
+        unpack(_smoke_inputs),
+    output:
+        report=f"{RESULTS}/train/smoke/{{target}}.json",
+    params:
+        results_dir=RESULTS,
+    log:
+        f"{RESULTS}/logs/train/smoke_{{target}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train/smoke_{{target}}.tsv"
+    threads: config["training"]["local"]["threads"]
+    resources:
+        tpu_pod=TPU_POD,
+    script:
+        "../scripts/train_smoke.py"
+
+
+rule train_run:
+    input:
+        unpack(_run_checks),
+        dataset=dataset_manifest(),
+        tokenizer=lambda wildcards: tokenizer_dir(train_plan(wildcards.run).tokenizer),
+        model=lambda wildcards: train_plan(wildcards.run).model_path,
+    output:
+        manifest=f"{RESULTS}/train/{{run}}/train.json",
+        metrics=f"{RESULTS}/train/{{run}}/metrics.jsonl",
+    params:
+        results_dir=RESULTS,
+        # the resolved run (settings, batch geometry, backend): a change reruns the job
+        plan=lambda wildcards: repr(train_plan(wildcards.run)),
+    log:
+        f"{RESULTS}/logs/train/{{run}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train/{{run}}.tsv"
+    threads: config["training"]["local"]["threads"]  # a tpu job uses them only to stream the workers' output
+    resources:
+        tpu_pod=TPU_POD,
+    script:
+        "../scripts/train_run.py"
