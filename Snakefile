@@ -12,6 +12,9 @@ include: "rules/tokenizers.smk"
 include: "rules/tokenizer_eval.smk"
 include: "rules/dataset.smk"
 include: "rules/train.smk"
+include: "rules/export.smk"
+include: "rules/evaluate.smk"
+include: "rules/report.smk"
 
 
 rule all:
@@ -22,3 +25,6 @@ rule all:
         tokenizer_eval_outputs(),
         dataset_outputs(),
         train_outputs(),
+        export_outputs(),
+        eval_outputs(),
+        report_outputs(),

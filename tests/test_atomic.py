@@ -1,5 +1,6 @@
 """Outputs appear whole or not at all."""
 
+import os
 import json
 
 import pytest
@@ -44,3 +45,11 @@ def test_write_json_is_sorted_and_readable(tmp_path):
     write_json(tmp_path / "m.json", {"b": 1, "a": "ä"})
     assert (tmp_path / "m.json").read_text(encoding="utf-8") == '{\n  "a": "ä",\n  "b": 1\n}\n'
     assert json.loads((tmp_path / "m.json").read_text()) == {"a": "ä", "b": 1}
+
+
+def test_directory_gets_the_usual_mode_not_mkdtemp_s_private_one(tmp_path):
+    with atomic_path(tmp_path / "folder", directory=True) as temporary:
+        (temporary / "file").write_text("x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "folder").stat().st_mode & 0o777 == 0o777 & ~umask

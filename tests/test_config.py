@@ -35,7 +35,7 @@ def delete_key(path):
 
 
 MALFORMED = [
-    ("unknown top-level key", lambda c: c.update(corpora={}), ["unknown key corpora", "did you mean corpus?"]),
+    ("unknown top-level key", lambda c: c.update(copus={}), ["unknown key copus", "did you mean corpus?"]),
     ("missing section", lambda c: (c.clear(), c.update(results_dir="out")), ["missing key corpus", "expected where the parquet shards come from"]),
     ("bad source", set_key(["corpus", "source"], "ftp"), ["corpus.source is 'ftp'", "expected one of 'local', 'hub', 'gcs'"]),
     ("missing location", delete_key(["corpus", "location"]), ["missing key corpus.location", "expected a folder path"]),

@@ -24,6 +24,7 @@ def atomic_path(destination: str | os.PathLike, *, directory: bool = False) -> I
     prefix = f".{destination.name}.tmp-"
     if directory:
         temporary = Path(tempfile.mkdtemp(prefix=prefix, dir=destination.parent))
+        os.chmod(temporary, 0o777 & ~_umask())  # mkdtemp makes 0700; give outputs the usual mode
     else:
         handle, name = tempfile.mkstemp(prefix=prefix, dir=destination.parent)
         os.close(handle)

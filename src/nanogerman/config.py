@@ -209,6 +209,7 @@ def check_references(config: dict) -> None:
     _check_tokenizers(config)
     _check_tokenizer_eval(config)
     _check_training(config)
+    _check_export_evaluation(config)
 
 
 def _check_dataset_splits(config: dict) -> None:
@@ -305,3 +306,10 @@ def _check_training(config: dict) -> None:
         check_training(config)
     except TrainingError as error:
         raise ConfigError(str(error)) from None
+
+
+def _check_export_evaluation(config: dict) -> None:
+    """export and evaluation name training runs, exported runs, shard sets and existing local data folders."""
+    from nanogerman.evaluation import check_export_evaluation
+
+    check_export_evaluation(config)

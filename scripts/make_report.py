@@ -1,0 +1,20 @@
+"""Snakemake script for rule results_report: overview, run and tokenizer tables, plots, provenance."""
+
+from nanogerman.report import git_commit, write_report
+from nanogerman.stage import run_stage
+
+
+def main(snakemake):
+    write_report(
+        runs=list(snakemake.input.runs),
+        curves=list(snakemake.input.curves),
+        evaluations=snakemake.params.evaluations,
+        tokenizers=list(snakemake.input.tokenizers),
+        settings=snakemake.params.settings,
+        outputs=dict(snakemake.output.items()),
+        plots_dir=snakemake.params.plots_dir,
+        commit=git_commit(snakemake.params.project_root),
+    )
+
+
+run_stage(snakemake, lambda: main(snakemake))  # noqa: F821 (injected by Snakemake)

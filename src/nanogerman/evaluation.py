@@ -1,0 +1,535 @@
+"""Evaluation stage: lm-eval on German tasks and bits per byte on held-out text, per model.
+
+A model is an exported run (``results/hf/<run>/``) or a reference model (a Hub id or a
+local folder, ``evaluation.reference_models``). Per model, two result files in lm-eval's
+results shape (``results[task]["<metric>,none"]``, what the report reads):
+
+- :func:`run_lm_eval`: lm-eval's Python API (``simple_evaluate``) on the configured tasks
+  and the generated next-passage task; upstream tasks given ``evaluation.local_data``
+  run on local files through an override (:func:`nanogerman.offline_tasks.local_override_yaml`).
+- :func:`bits_per_byte`: the model's negative log-likelihood of the held-out documents in
+  bits, divided by their UTF-8 bytes, so tokenizers of any vocabulary compare. Each
+  document starts after the BOS token (as in training) and is scored in windows of the
+  model's context, each window conditioned on the token before it (lm-eval's rolling
+  windows). A model that knows nothing scores ``log2(V) × tokens per byte`` (uniform over
+  its V-token vocabulary; ``uniform_bits_per_byte`` in the result); text that is not
+  compressed at all would be 8.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from nanogerman.atomic import write_json
+from nanogerman.errors import StageError
+from nanogerman.offline_tasks import generated_task_yaml, local_override_yaml, write_yaml
+
+log = logging.getLogger(__name__)
+
+BPB_TASK = "heldout_bpb"  # the task name under which bits per byte appear in the results
+VERSIONED_PACKAGES = ("lm_eval", "transformers", "torch", "datasets")
+
+
+class EvaluationError(StageError):
+    """An evaluation cannot run as configured."""
+
+
+class ModelLoadError(EvaluationError):
+    """A model (an export or a reference) cannot be loaded."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model to evaluate: an exported run's folder, or a reference model (Hub id or local folder)."""
+
+    name: str
+    path: str
+    kind: str = "run"  # "run" or "reference"
+    revision: str | None = None
+    trust_remote_code: bool = False
+
+    @property
+    def is_local(self) -> bool:
+        return Path(self.path).is_dir()
+
+    def describe(self) -> str:
+        return f"{self.kind} model {self.name!r} ({self.path}{'@' + self.revision if self.revision and not self.is_local else ''})"
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """``evaluation`` settings that apply to every model."""
+
+    batch_size: int = 8
+    device: str = "cpu"
+    dtype: str = "float32"
+    limit: int | None = None
+    num_fewshot: int = 0
+    seed: int = 1234
+
+    @classmethod
+    def from_config(cls, section: dict) -> "EvalSettings":
+        return cls(**{key: section[key] for key in ("batch_size", "device", "dtype", "limit", "num_fewshot", "seed") if key in section})
+
+
+def model_spec(config: dict, name: str, run_folder: str | None = None) -> ModelSpec:
+    """The model called ``name``: a reference model of ``evaluation.reference_models``, else the run's export."""
+    for entry in (config.get("evaluation") or {}).get("reference_models") or []:
+        if entry["name"] == name:
+            return ModelSpec(name, entry["path"], "reference", entry.get("revision"), bool(entry.get("trust_remote_code", False)))
+    if run_folder is None:
+        raise EvaluationError(f"config error: unknown model {name!r}; it is neither a training run nor in evaluation.reference_models")
+    return ModelSpec(name, str(run_folder), "run")
+
+
+# --- loading --------------------------------------------------------------------------------
+
+
+def hub_offline_if_local(spec: ModelSpec, *, hub_data: bool = False) -> None:
+    """A local model and no task data from the Hub: keep huggingface_hub and datasets off the network.
+
+    Call it first thing in a job's process, before huggingface_hub is imported: it changes
+    this process's environment.
+    """
+    if spec.is_local and not hub_data:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+# lm-eval warnings that are expected here (a short context, 0-shot tasks): kept in the job's log, not on the terminal.
+_EXPECTED_WARNINGS = ("exceeds model's maximum length", "Overwriting default num_fewshot")
+
+
+class _Demote(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.WARNING and any(text in record.getMessage() for text in _EXPECTED_WARNINGS):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+def quiet_job() -> None:
+    """For a job's process: no progress bars, torch's pynvml notice hidden, lm-eval's expected warnings to the log only."""
+    import warnings
+
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    warnings.filterwarnings("ignore", message="The pynvml package is deprecated", category=FutureWarning)
+    for name in ("lm_eval", "lm_eval.models.huggingface", "lm_eval.evaluator"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(existing, _Demote) for existing in logger.filters):
+            logger.addFilter(_Demote())
+
+
+@contextlib.contextmanager
+def progress_bars_to_log():
+    """lm-eval draws its progress bars on stderr whatever TQDM_DISABLE says: keep them off the terminal.
+
+    What else reaches stderr meanwhile goes to the job's log, progress bars left out.
+    """
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(buffer):
+            yield
+    finally:
+        for line in buffer.getvalue().replace("\r", "\n").splitlines():
+            if line.strip() and "it/s]" not in line and "%|" not in line:
+                log.info("%s", line)
+
+
+def check_reachable(spec: ModelSpec) -> None:
+    """A Hub model: one quick request for its info, so an unreachable Hub or a wrong id fails at once, in one line.
+
+    (transformers would retry for about half a minute first.) Skipped for local folders and with HF_HUB_OFFLINE.
+    """
+    from huggingface_hub import HfApi, constants
+
+    if spec.is_local or constants.HF_HUB_OFFLINE:
+        return
+    try:
+        HfApi().model_info(spec.path, revision=spec.revision, timeout=30)
+    except Exception as error:  # noqa: BLE001 (connection errors, 401, 404 …)
+        raise ModelLoadError(f"{spec.describe()} cannot be loaded: {type(error).__name__}: {_first_line(error)}") from None
+
+
+def load_lm(spec: ModelSpec, settings: EvalSettings):
+    """lm-eval's HFLM for the model; any failure to load becomes one line naming the model."""
+    from lm_eval.models.huggingface import HFLM
+
+    check_reachable(spec)
+
+    kwargs: dict[str, Any] = {
+        "pretrained": spec.path,
+        "device": settings.device,
+        "dtype": settings.dtype,
+        "batch_size": settings.batch_size,
+        "trust_remote_code": spec.trust_remote_code,
+    }
+    if spec.revision and not spec.is_local:
+        kwargs["revision"] = spec.revision
+    try:
+        return HFLM(**kwargs)
+    except Exception as error:  # noqa: BLE001 (transformers, huggingface_hub and requests raise many kinds)
+        raise ModelLoadError(f"{spec.describe()} cannot be loaded: {_first_line(error)}") from None
+
+
+def model_args_text(spec: ModelSpec, settings: EvalSettings) -> str:
+    """lm-eval's model_args string for the results' config (what ``lm_eval --model_args`` would take)."""
+    parts = [f"pretrained={spec.path}", f"dtype={settings.dtype}", f"trust_remote_code={spec.trust_remote_code}"]
+    if spec.revision and not spec.is_local:
+        parts.insert(1, f"revision={spec.revision}")
+    return ",".join(parts)
+
+
+# --- lm-eval ----------------------------------------------------------------------------------
+
+
+def build_include_dir(include_dir: str | Path, *, generated: Sequence[str | Path] = (), local_data: dict | None = None,
+                      tasks: Sequence[str] = ()) -> list[str]:
+    """Fill ``include_dir`` with the generated tasks' YAML and the local-data overrides; return the task names it defines."""
+    include_dir = Path(include_dir)
+    include_dir.mkdir(parents=True, exist_ok=True)
+    names = []
+    for task_dir in generated:
+        names.append(generated_task_yaml(task_dir, include_dir).stem)
+    for task, folder in (local_data or {}).items():
+        if task not in tasks:
+            continue
+        write_yaml(include_dir / f"local_{task}.yaml", local_override_yaml(task, find_task_yaml(task), folder))
+        names.append(task)
+    return names
+
+
+def find_task_yaml(task: str, root: str | Path | None = None) -> Path:
+    """The installed lm-eval YAML that defines ``task`` (a quick text search, checked with lm-eval's own loader)."""
+    import re
+
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    if root is None:
+        import lm_eval
+
+        root = Path(lm_eval.__file__).parent / "tasks"
+    pattern = re.compile(rf"^task:\s*[\"']?{re.escape(task)}[\"']?\s*$", re.MULTILINE)
+    for path in sorted(Path(root).rglob("*.yaml")):
+        if pattern.search(path.read_text(encoding="utf-8", errors="replace")):
+            try:
+                if load_yaml(path, resolve_func=False).get("task") == task:
+                    return path
+            except Exception:  # noqa: BLE001 (a YAML lm-eval itself cannot read is not the one)
+                continue
+    raise EvaluationError(f"config error: evaluation.local_data names {task!r}, which is not an installed lm-eval task")
+
+
+def _task_manager(include_path, *, defaults: bool = True):
+    """lm-eval's TaskManager; without ``defaults`` it indexes only ``include_path`` (seconds instead of ~15)."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=str(include_path) if include_path else None, include_defaults=defaults)
+
+
+def run_lm_eval(spec: ModelSpec, tasks: Sequence[str], settings: EvalSettings, *, include_dir: str | Path | None = None,
+                included: Sequence[str] = (), lm=None) -> dict:
+    """lm-eval's results for ``tasks``; the JSON-ready dict, samples left out.
+
+    ``included`` are the tasks that ``include_dir`` defines; when it holds them all, lm-eval's
+    built-in tasks are not indexed.
+    """
+    import lm_eval
+    from lm_eval.utils import handle_non_serializable
+
+    task_manager = _task_manager(include_dir, defaults=not set(tasks) <= set(included))
+    unknown = [task for task in tasks if task not in task_manager.all_tasks]
+    if unknown:
+        raise EvaluationError(f"config error: evaluation.tasks has {unknown[0]!r}, which lm-eval does not know")
+    lm = lm if lm is not None else load_lm(spec, settings)
+    started = time.time()
+    try:
+        with progress_bars_to_log():
+            results = lm_eval.simple_evaluate(
+                model=lm, tasks=list(tasks), num_fewshot=settings.num_fewshot, limit=settings.limit,
+                task_manager=task_manager, log_samples=False, random_seed=settings.seed, numpy_random_seed=settings.seed,
+                torch_random_seed=settings.seed, fewshot_random_seed=settings.seed,
+            )
+    except (OSError, ConnectionError) as error:
+        raise EvaluationError(f"{spec.describe()}: lm-eval could not load a task's data: {_first_line(error)}") from None
+    except AssertionError:
+        raise EvaluationError(
+            f"{spec.describe()}: lm-eval stopped on an internal check, most likely an answer longer than the model's "
+            f"context of {getattr(lm, 'max_length', '?')} tokens (lower evaluation.next_passage.continuation_chars)"
+        ) from None
+    results = json.loads(json.dumps(dict(results), default=handle_non_serializable))
+    results.pop("samples", None)
+    results.setdefault("config", {})["model_args"] = model_args_text(spec, settings)
+    results["config"]["model"] = "hf"
+    results["nanogerman"] = {"model": spec.name, "kind": spec.kind, "path": spec.path, "revision": spec.revision,
+                             "seconds": round(time.time() - started, 3), "versions": versions()}
+    return results
+
+
+def evaluate_lm_eval(spec: ModelSpec, settings: EvalSettings, out: str | Path, *, tasks: Sequence[str] = (),
+                     generated: Sequence[str | Path] = (), local_data: dict | None = None) -> dict:
+    """The job of one model: generated tasks + configured tasks through lm-eval, written to ``out``."""
+    with tempfile.TemporaryDirectory(prefix="nanogerman-tasks-") as include_dir:
+        names = build_include_dir(include_dir, generated=generated, local_data=local_data, tasks=tasks)
+        all_tasks = [*[name for name in names if name not in tasks], *tasks]
+        if not all_tasks:
+            raise EvaluationError("config error: no lm-eval tasks: set evaluation.tasks or enable evaluation.next_passage")
+        results = run_lm_eval(spec, all_tasks, settings, include_dir=include_dir, included=names)
+    write_json(out, results)
+    for task in all_tasks:
+        scores = results.get("results", {}).get(task, {})
+        log.info("%s: %s acc %s acc_norm %s", spec.name, task, scores.get("acc,none"), scores.get("acc_norm,none"))
+    return results
+
+
+# --- bits per byte ------------------------------------------------------------------------------
+
+
+def rolling_windows(ids: Sequence[int], prefix: int, max_length: int) -> list[tuple[list[int], list[int]]]:
+    """(inputs, targets) windows that score every id once: ``prefix`` then each id given up to ``max_length`` before it."""
+    if max_length < 1:
+        raise ValueError("max_length must be >= 1")
+    sequence = [prefix, *ids]
+    windows = []
+    for start in range(0, len(ids), max_length):
+        targets = sequence[start + 1:start + 1 + max_length]
+        windows.append((sequence[start:start + len(targets)], targets))
+    return windows
+
+
+def document_nll(model, ids: Sequence[int], prefix: int, max_length: int, *, device: str = "cpu", batch_size: int = 8) -> float:
+    """Negative log-likelihood (nats) of ``ids`` after ``prefix`` under a causal LM, in rolling windows."""
+    import torch
+
+    total = 0.0
+    windows = rolling_windows(ids, prefix, max_length)
+    by_length: dict[int, list] = {}
+    for window in windows:
+        by_length.setdefault(len(window[0]), []).append(window)
+    for length, group in sorted(by_length.items()):
+        for first in range(0, len(group), batch_size):
+            batch = group[first:first + batch_size]
+            inputs = torch.tensor([window[0] for window in batch], dtype=torch.long, device=device)
+            targets = torch.tensor([window[1] for window in batch], dtype=torch.long, device=device)
+            with torch.no_grad():
+                logits = model(inputs).logits.float()
+            log_probs = torch.log_softmax(logits, dim=-1)
+            total -= float(log_probs.gather(-1, targets.unsqueeze(-1)).sum().double())
+    return total
+
+
+def bits_per_byte(model, tokenizer, texts: Iterable[str], *, max_length: int, device: str = "cpu", batch_size: int = 8) -> dict:
+    """Bits per UTF-8 byte of ``texts`` (see the module docstring), with tokens, bytes and the uniform-model figure."""
+    prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    if prefix is None:
+        raise EvaluationError("the tokenizer has neither a BOS nor an EOS token to start documents with")
+    nll = 0.0
+    tokens = 0
+    size = 0
+    documents = 0
+    per_document = []
+    for text in texts:
+        if not text:
+            continue
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if not ids:
+            continue
+        document = document_nll(model, ids, prefix, max_length, device=device, batch_size=batch_size)
+        nbytes = len(text.encode("utf-8"))
+        per_document.append(document / math.log(2) / nbytes)
+        nll += document
+        tokens += len(ids)
+        size += nbytes
+        documents += 1
+    if not size:
+        raise EvaluationError("no held-out text to compute bits per byte on")
+    vocab = int(model.config.vocab_size)
+    value = nll / math.log(2) / size
+    stderr = None
+    if documents > 1:
+        mean = sum(per_document) / documents
+        stderr = math.sqrt(sum((x - mean) ** 2 for x in per_document) / (documents - 1) / documents)
+    return {
+        "bits_per_byte": value,
+        "bits_per_byte_stderr": stderr,  # over documents (their per-document figures)
+        "nll_nats": nll,
+        "tokens": tokens,
+        "bytes": size,
+        "documents": documents,
+        "tokens_per_byte": tokens / size,
+        "vocab_size": vocab,
+        "uniform_bits_per_byte": math.log2(vocab) * tokens / size,
+        "max_length": max_length,
+    }
+
+
+def model_max_length(model, configured: int | None = None) -> int:
+    """The context the model was trained with (``max_position_embeddings``), capped by ``configured``."""
+    length = getattr(model.config, "max_position_embeddings", None) or 2048
+    return int(min(length, configured) if configured else length)
+
+
+def evaluate_bits_per_byte(spec: ModelSpec, settings: EvalSettings, texts: Sequence[str], out: str | Path, *,
+                           max_length: int | None = None, source: dict | None = None, lm=None) -> dict:
+    """The bits-per-byte job of one model, written in lm-eval's results shape (task :data:`BPB_TASK`)."""
+    lm = lm if lm is not None else load_lm(spec, settings)
+    started = time.time()
+    model = lm.model
+    model.eval()
+    figures = bits_per_byte(model, lm.tokenizer, texts, max_length=model_max_length(model, max_length),
+                            device=str(model.device), batch_size=settings.batch_size)
+    entry = {
+        "alias": BPB_TASK,
+        "bits_per_byte,none": figures["bits_per_byte"],
+        "bits_per_byte_stderr,none": figures["bits_per_byte_stderr"] if figures["bits_per_byte_stderr"] is not None else "N/A",
+        **{key: value for key, value in figures.items() if not key.startswith("bits_per_byte")},
+    }
+    results = {
+        "results": {BPB_TASK: entry},
+        "config": {"model": "hf", "model_args": model_args_text(spec, settings)},
+        "nanogerman": {"model": spec.name, "kind": spec.kind, "path": spec.path, "revision": spec.revision,
+                       "source": source or {}, "seconds": round(time.time() - started, 3), "versions": versions()},
+    }
+    write_json(out, results)
+    log.info("%s: %.4f bits per byte over %d bytes (uniform over the vocabulary: %.4f)", spec.name,
+             figures["bits_per_byte"], figures["bytes"], figures["uniform_bits_per_byte"])
+    return results
+
+
+# --- summary ----------------------------------------------------------------------------------
+
+
+def summary_rows(results: dict[str, Sequence[str | Path]]) -> list[dict]:
+    """One row per model: every ``<task>/<metric>`` (and its stderr) found in its results files."""
+    rows = []
+    for model, paths in results.items():
+        row: dict[str, Any] = {"model": model}
+        for path in paths:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            for task, entry in (data.get("results") or {}).items():
+                for key, value in entry.items():
+                    metric, _, flt = key.partition(",")
+                    if flt == "none" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                        row[f"{task}/{metric}"] = value
+        rows.append(row)
+    return rows
+
+
+def write_summary(rows: Sequence[dict], out: str | Path) -> None:
+    """A tab-separated table of :func:`summary_rows`, columns sorted, stderr after its metric."""
+    from nanogerman.atomic import atomic_path
+
+    columns = sorted({key for row in rows for key in row if key != "model"}, key=lambda key: (key.replace("_stderr", ""), key))
+    with atomic_path(out) as temporary:
+        lines = ["\t".join(["model", *columns])]
+        for row in rows:
+            lines.append("\t".join([row["model"], *(_cell(row.get(column)) for column in columns)]))
+        temporary.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def versions() -> dict:
+    found = {}
+    for name in VERSIONED_PACKAGES:
+        try:
+            found[name] = metadata.version(name.replace("_", "-") if name == "lm_eval" else name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return " ".join(text.splitlines()[0].split())
+
+
+# --- the config: which runs are exported, which models evaluated ---------------------------------
+
+
+def training_run_names(config: dict) -> list[str]:
+    return [entry["name"] for entry in (config.get("training") or {}).get("runs") or []]
+
+
+def exported_runs(config: dict) -> list[str]:
+    """``export.runs``: true for every training run, false for none, or a list of run names."""
+    chosen = (config.get("export") or {}).get("runs", True)
+    if isinstance(chosen, list):
+        return list(chosen)
+    return training_run_names(config) if chosen else []
+
+
+def reference_names(config: dict) -> list[str]:
+    return [entry["name"] for entry in (config.get("evaluation") or {}).get("reference_models") or []]
+
+
+def evaluated_runs(config: dict) -> list[str]:
+    """``evaluation.models``: true for every exported run, false for none, or a list of exported runs."""
+    section = config.get("evaluation") or {}
+    chosen = section.get("models", True)
+    if isinstance(chosen, list):
+        return list(chosen)
+    return exported_runs(config) if chosen else []
+
+
+def evaluated_models(config: dict) -> list[str]:
+    """Reference models first, then the runs: the order of the seed's table. Empty without an evaluation section."""
+    if not config.get("evaluation"):
+        return []
+    return reference_names(config) + evaluated_runs(config)
+
+
+def check_export_evaluation(config: dict) -> None:
+    """Names in ``export`` and ``evaluation`` that point at runs, shard sets and folders; one-line errors."""
+    from nanogerman.config import ConfigError, check_shard_set_name, check_unique_names
+
+    runs = training_run_names(config)
+    export = config.get("export") or {}
+    chosen = export.get("runs", True)
+    for position, name in enumerate(chosen if isinstance(chosen, list) else []):
+        if name not in runs:
+            raise ConfigError(f"config error: export.runs[{position}] is {name!r}; expected the name of a training run ({', '.join(runs) or 'none defined'})")
+    exported = exported_runs(config)
+    for key in ("checkpoint_step", "publish"):
+        for name in export.get(key) or {}:
+            if name not in exported:
+                raise ConfigError(f"config error: export.{key} names {name!r}, which is not an exported run ({', '.join(exported) or 'none'})")
+    section = config.get("evaluation") or {}
+    if not section:
+        return
+    models = section.get("models", True)
+    for position, name in enumerate(models if isinstance(models, list) else []):
+        if name not in exported:
+            raise ConfigError(f"config error: evaluation.models[{position}] is {name!r}; expected an exported run ({', '.join(exported) or 'none'})")
+    references = section.get("reference_models") or []
+    check_unique_names(references, "evaluation.reference_models")
+    if "tasks" in [entry["name"] for entry in references] + exported:
+        raise ConfigError("config error: a model is named 'tasks', which results/eval/tasks/ (the generated tasks) uses; rename it")
+    for position, entry in enumerate(references):
+        if entry["name"] in runs:
+            raise ConfigError(
+                f"config error: evaluation.reference_models[{position}].name {entry['name']!r} is also a training run's name; "
+                "every evaluated model needs its own name"
+            )
+    tasks = section.get("tasks") or []
+    for task, folder in (section.get("local_data") or {}).items():
+        if task not in tasks:
+            raise ConfigError(f"config error: evaluation.local_data names {task!r}, which is not in evaluation.tasks")
+        if not Path(folder).is_dir():
+            raise ConfigError(f"config error: evaluation.local_data.{task} is {folder!r}; no such folder")
+    for key in ("bits_per_byte", "next_passage"):
+        part = section.get(key) or {}
+        if part.get("enabled", True) and "shards" in part:
+            check_shard_set_name(config, part["shards"], f"evaluation.{key}.shards")

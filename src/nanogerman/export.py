@@ -1,0 +1,609 @@
+"""Export stage: a MaxText (orbax) checkpoint to a Hugging Face ``LlamaForCausalLM`` folder, checked by logits.
+
+One job per training run (:func:`export_run`):
+
+1. MaxText's own converter (``python -m maxtext.checkpoint_conversion.to_huggingface``)
+   maps the weights with its ``llama3.1-*`` mapping (``model_name=llama3.1-8b
+   override_model_config=true`` plus the run's model settings on the command line,
+   ``--override_model_architecture`` so the Hugging Face config takes the run's sizes).
+   The project's models use ``rope_type: llama3.1`` with ``rope_use_scale: false``:
+   Llama-3.1's rotary layout without its frequency scaling, i.e. plain RoPE.
+2. ``config.json`` is fixed (:func:`fixed_hf_config`): bos/eos/pad ids from the run's
+   tokenizer (the converter keeps Llama-3.1's 128000/128001), plain RoPE with the run's
+   theta, the trained context length; the tokenizer files are the tokenizer stage's own;
+   ``generation_config.json`` is written.
+3. The logits check (:func:`verify_export`): MaxText's logits (child process
+   :mod:`nanogerman.maxtext_logits`, run beside the conversion) and transformers'
+   logits for the same token ids must agree to ``tolerance`` (max absolute difference,
+   float32). The figures go to ``logits_check.json`` in the folder; a mismatch fails
+   the job and nothing is left behind (the folder is renamed into place only after
+   the check).
+
+:func:`publish_export` uploads a finished folder to a Hub model repo (off by default).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import yaml
+
+from nanogerman.atomic import atomic_path, write_json
+from nanogerman.errors import StageError
+
+log = logging.getLogger(__name__)
+
+CONVERT_MODULE = "maxtext.checkpoint_conversion.to_huggingface"
+LOGITS_MODULE = "nanogerman.maxtext_logits"
+CONVERTER_MODEL_NAME = "llama3.1-8b"  # the MaxText name whose Llama weight mapping the converter applies
+DEFAULT_TOLERANCE = 1e-3
+DEFAULT_CHECK_LENGTH = 64
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+VERSIONED_PACKAGES = ("maxtext", "jax", "orbax-checkpoint", "transformers", "torch", "safetensors")
+# German text for the check's token ids (plus one row of seeded random ids over the whole vocabulary).
+CHECK_TEXTS = (
+    "Die Stadt liegt am Ufer eines breiten Flusses. Im Sommer fahren Ausflugsschiffe bis zur alten Brücke, "
+    "und am Abend sitzen die Leute auf den Treppen am Wasser.",
+    "Sehr geehrte Damen und Herren, hiermit bestätigen wir den Eingang Ihres Antrags vom 3. März. "
+    "Über das Ergebnis der Prüfung informieren wir Sie schriftlich, spätestens in vier Wochen.",
+)
+# Training-run arguments that do not describe the model: dropped before the converter and the check.
+NOT_MODEL_KEYS = frozenset({
+    "run_name", "base_output_directory", "tokenizer_type", "tokenizer_path", "steps", "learning_rate",
+    "lr_schedule_type", "warmup_steps_fraction", "learning_rate_final_fraction", "per_device_batch_size",
+    "gradient_accumulation_steps", "max_target_length", "packing", "num_epoch", "init_weights_seed",
+    "data_shuffle_seed", "enable_checkpointing", "checkpoint_period", "async_checkpointing", "eval_interval",
+    "eval_steps", "metrics_file", "hardware", "skip_jax_distributed_system", "load_parameters_path",
+    "load_full_state_path", "dtype", "weight_dtype", "model_name", "override_model_config", "enable_tensorboard",
+    "compile_topology", "compile_topology_num_slices", "train_split", "eval_split", "add_bos", "add_eos",
+})
+NOT_MODEL_PREFIXES = ("dataset_", "hf_", "grain_", "tfds_", "eval_", "tokenizer_", "ici_", "dcn_", "profiler")
+
+
+class ExportError(StageError):
+    """A run cannot be exported, or its export fails the logits check."""
+
+
+# --- inputs -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExportInputs:
+    """What the export of one run reads: its train.json, model settings and tokenizer."""
+
+    run: str
+    manifest: dict
+    model_path: str
+    model_settings: dict  # the model YAML's keys, overridden by the run's MaxText arguments
+    train_args: dict  # the run's MaxText key=value arguments
+    checkpoint: str
+    step: int
+    tokenizer_dir: Path
+    tokenizer_stats: dict
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.train_args.get("vocab_size") or self.manifest["vocab_size"])
+
+    @property
+    def max_length(self) -> int:
+        return int(self.manifest.get("max_target_length") or self.train_args.get("max_target_length") or 2048)
+
+
+def load_manifest(path: str | Path) -> dict:
+    """A training run's ``train.json``, with the keys the export reads."""
+    path = Path(path)
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise ExportError(f"{path}: unreadable training manifest ({_first_line(error)}); rerun the training stage") from None
+    missing = [key for key in ("run", "maxtext_args", "checkpoint_uri", "checkpoint_dir", "checkpoint_step") if key not in manifest]
+    if missing:
+        raise ExportError(f"{path}: the training manifest has no {missing[0]!r}; rerun the training stage")
+    return manifest
+
+
+def split_maxtext_args(args: Sequence[str]) -> tuple[str, dict[str, str]]:
+    """``[model.yml, key=value, …]`` → (model path, {key: value})."""
+    if not args or "=" in args[0]:
+        raise ExportError("the training manifest's maxtext_args do not start with the model YAML; rerun the training stage")
+    pairs = {}
+    for argument in args[1:]:
+        key, separator, value = argument.partition("=")
+        if separator:
+            pairs[key] = value
+    return args[0], pairs
+
+
+def read_model_settings(model_path: str | Path) -> dict:
+    """The keys of a MaxText model YAML (without ``base_config``)."""
+    try:
+        settings = yaml.safe_load(Path(model_path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise ExportError(f"{model_path}: cannot read the run's model file ({_first_line(error)})") from None
+    if not isinstance(settings, dict):
+        raise ExportError(f"{model_path}: the model file is not a mapping of MaxText settings")
+    settings.pop("base_config", None)
+    return settings
+
+
+def checkpoint_items(manifest: dict, step: int | None = None) -> tuple[str, int]:
+    """The checkpoint to export: the run's final one, or ``step``; (``…/checkpoints/<step>/items``, step)."""
+    if step is None:
+        return manifest["checkpoint_uri"], int(manifest["checkpoint_step"])
+    return f"{manifest['checkpoint_dir'].rstrip('/')}/{int(step)}/items", int(step)
+
+
+def check_checkpoint_exists(run: str, checkpoint: str) -> None:
+    """Fail with one line when a local checkpoint folder is missing (gs:// is left to orbax)."""
+    if checkpoint.startswith("gs://"):
+        return
+    items = Path(checkpoint)
+    step_dir = items.parent
+    if not items.is_dir():
+        steps = sorted(int(p.name) for p in step_dir.parent.glob("*") if p.name.isdigit() and (p / "items").is_dir()) if step_dir.parent.is_dir() else []
+        found = f"; steps found: {', '.join(map(str, steps))}" if steps else f"; {step_dir.parent} holds no checkpoints"
+        raise ExportError(f"run {run}: checkpoint {checkpoint} not found{found}")
+
+
+def load_inputs(manifest_path: str | Path, tokenizer_dir: str | Path, *, step: int | None = None) -> ExportInputs:
+    manifest = load_manifest(manifest_path)
+    run = manifest["run"]
+    model_path, train_args = split_maxtext_args(manifest["maxtext_args"])
+    # A tpu run's arguments name the workers' copy of the model file; train.json also records the local one.
+    model_path = (manifest.get("model") or {}).get("config") or model_path
+    settings = {**read_model_settings(model_path), **{key: _parse_value(value) for key, value in train_args.items()}}
+    check_exportable(run, settings)
+    checkpoint, chosen = checkpoint_items(manifest, step)
+    check_checkpoint_exists(run, checkpoint)
+    tokenizer_dir = Path(tokenizer_dir)
+    stats_path = tokenizer_dir / "stats.json"
+    try:
+        stats = json.loads(stats_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise ExportError(f"{stats_path}: unreadable tokenizer stats ({_first_line(error)}); rerun the tokenizer stage") from None
+    for name in TOKENIZER_FILES:
+        if not (tokenizer_dir / name).is_file():
+            raise ExportError(f"{tokenizer_dir}: no {name}; rerun the tokenizer stage")
+    return ExportInputs(run, manifest, model_path, settings, train_args, checkpoint, chosen, tokenizer_dir, stats)
+
+
+def check_exportable(run: str, settings: dict) -> None:
+    """The converter's Llama mapping fits only Llama decoders with an untied output layer and plain RoPE."""
+    block = settings.get("decoder_block", "llama2")
+    if block != "llama2":
+        raise ExportError(f"run {run}: decoder_block is {block!r}; the export writes LlamaForCausalLM and needs 'llama2'")
+    if _truthy(settings.get("logits_via_embedding", False)):
+        raise ExportError(f"run {run}: logits_via_embedding is true (tied output layer); the export expects an untied one")
+    rope = str(settings.get("rope_type", "default"))
+    if not rope.startswith("llama3.1") or _truthy(settings.get("rope_use_scale", True)):
+        raise ExportError(
+            f"run {run}: rope_type {rope!r} with rope_use_scale {settings.get('rope_use_scale', True)!r}; the export maps "
+            "Llama-3.1's rotary layout without scaling: set rope_type 'llama3.1' and rope_use_scale false (see config/models/)"
+        )
+
+
+# --- MaxText command lines ----------------------------------------------------------------------
+
+
+def model_pairs(inputs: ExportInputs) -> dict[str, str]:
+    """The run's model-describing MaxText arguments: model YAML keys, then the run's own (extras included)."""
+    pairs = {key: _format_value(value) for key, value in read_model_settings(inputs.model_path).items()}
+    for key, value in inputs.train_args.items():
+        if key in NOT_MODEL_KEYS or key.startswith(NOT_MODEL_PREFIXES):
+            continue
+        pairs[key] = value
+    pairs["vocab_size"] = str(inputs.vocab_size)
+    return pairs
+
+
+def conversion_command(inputs: ExportInputs, out_dir: str | Path, *, python: str | None = None) -> list[str]:
+    """``python -m maxtext.checkpoint_conversion.to_huggingface`` for the run's checkpoint, into ``out_dir``."""
+    pairs = {
+        "model_name": CONVERTER_MODEL_NAME,
+        "override_model_config": "true",  # command-line keys win over llama3.1-8b.yml
+        **model_pairs(inputs),
+        "load_parameters_path": inputs.checkpoint,
+        "weight_dtype": "float32",
+        "base_output_directory": str(out_dir),
+        "run_name": f"export-{inputs.run}",
+        "hardware": "cpu",
+        "skip_jax_distributed_system": "true",
+    }
+    pairs.setdefault("scan_layers", "true")
+    return [
+        python or sys.executable, "-m", CONVERT_MODULE, inputs.model_path,
+        *(f"{key}={value}" for key, value in pairs.items()),
+        "--override_model_architecture",
+        f"--hf_model_path={inputs.tokenizer_dir.resolve()}",
+    ]
+
+
+def logits_command(inputs: ExportInputs, ids_path: str | Path, logits_path: str | Path, *, batch: int, length: int,
+                   scratch: str | Path, python: str | None = None) -> list[str]:
+    """MaxText's forward pass on the check's ids, in float32, with the run's model (not the converter's)."""
+    pairs = {
+        **model_pairs(inputs),
+        "load_parameters_path": inputs.checkpoint,
+        "per_device_batch_size": str(batch),
+        "max_target_length": str(length),
+        "dtype": "float32",
+        "weight_dtype": "float32",
+        "matmul_precision": "highest",
+        "enable_checkpointing": "false",
+        "dataset_type": "synthetic",
+        "run_name": f"logits-{inputs.run}",
+        "base_output_directory": str(scratch),
+        "hardware": "cpu",
+        "skip_jax_distributed_system": "true",
+    }
+    return [python or sys.executable, "-m", LOGITS_MODULE, str(ids_path), str(logits_path), inputs.model_path,
+            *(f"{key}={value}" for key, value in pairs.items())]
+
+
+def child_env(base: dict | None = None) -> dict:
+    """CPU JAX, no Hub access (everything the children read is local)."""
+    env = dict(os.environ if base is None else base)
+    env["JAX_PLATFORMS"] = "cpu"
+    env["HF_HUB_OFFLINE"] = "1"
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    return env
+
+
+# --- the check ------------------------------------------------------------------------------
+
+
+def check_ids(tokenizer_dir: str | Path, vocab_size: int, length: int, *, seed: int = 0):
+    """Token ids for the check: the German check texts (BOS first, as in training) and one random row."""
+    import numpy as np
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(Path(tokenizer_dir) / "tokenizer.json"))
+    rows = []
+    for text in CHECK_TEXTS:
+        ids = tokenizer.encode(text).ids
+        while len(ids) < length:
+            ids = ids + tokenizer.encode(text).ids
+        rows.append(ids[:length])
+    rows.append(np.random.default_rng(seed).integers(0, vocab_size, size=length).tolist())
+    return np.asarray(rows, dtype=np.int32)
+
+
+def hf_logits(folder: str | Path, ids):
+    """transformers' logits (float32, CPU) for ``ids`` from the exported folder."""
+    import numpy as np
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+    model.eval()
+    with torch.no_grad():
+        logits = model(torch.as_tensor(np.asarray(ids), dtype=torch.long)).logits
+    return logits.float().numpy()
+
+
+def compare_logits(reference, candidate) -> dict:
+    """max and mean |difference|, and how often the two agree on the most likely next token."""
+    import numpy as np
+
+    reference, candidate = np.asarray(reference, dtype=np.float32), np.asarray(candidate, dtype=np.float32)
+    if reference.shape != candidate.shape:
+        return {"shape_maxtext": list(reference.shape), "shape_transformers": list(candidate.shape),
+                "max_abs_diff": float("inf"), "mean_abs_diff": float("inf"), "argmax_agreement": 0.0}
+    difference = np.abs(reference - candidate)
+    finite = bool(np.isfinite(difference).all())
+    return {
+        "shape": list(reference.shape),
+        "max_abs_diff": float(difference.max()) if finite else float("inf"),
+        "mean_abs_diff": float(difference.mean()) if finite else float("inf"),
+        "max_abs_logit": float(np.abs(reference).max()),
+        "argmax_agreement": float((reference.argmax(-1) == candidate.argmax(-1)).mean()),
+    }
+
+
+def verify_export(folder: str | Path, maxtext_logits, ids, *, tolerance: float = DEFAULT_TOLERANCE, run: str = "?") -> dict:
+    """Compare transformers' logits for ``ids`` with MaxText's; raise :class:`ExportError` beyond ``tolerance``."""
+    figures = compare_logits(maxtext_logits, hf_logits(folder, ids))
+    figures["tolerance"] = tolerance
+    figures["passed"] = bool(figures["max_abs_diff"] < tolerance)
+    if not figures["passed"]:
+        shape = "" if "shape" in figures else f" (logits shapes {figures['shape_maxtext']} vs {figures['shape_transformers']})"
+        raise ExportError(
+            f"run {run}: the export fails the logits check: max |logit difference| between MaxText and transformers is "
+            f"{figures['max_abs_diff']:.3g} (tolerance {tolerance:g}){shape}; the weight mapping does not fit this model"
+        )
+    return figures
+
+
+# --- writing the folder ------------------------------------------------------------------------
+
+
+def fixed_hf_config(config: dict, inputs: ExportInputs) -> dict:
+    """config.json as the converter wrote it, with the run's special tokens, plain RoPE and context length."""
+    fixed = dict(config)
+    stats = inputs.tokenizer_stats
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        fixed[key] = stats.get(key)
+    theta = float(inputs.model_settings.get("rope_max_timescale", 10_000))
+    fixed["rope_parameters"] = {"rope_type": "default", "rope_theta": theta}
+    fixed.pop("rope_scaling", None)
+    fixed.pop("rope_theta", None)
+    fixed["max_position_embeddings"] = inputs.max_length
+    fixed["vocab_size"] = inputs.vocab_size
+    fixed["dtype"] = "float32"
+    fixed["tie_word_embeddings"] = False
+    fixed["architectures"] = ["LlamaForCausalLM"]
+    return fixed
+
+
+def generation_config(inputs: ExportInputs) -> dict:
+    stats = inputs.tokenizer_stats
+    return {
+        "bos_token_id": stats.get("bos_token_id"),
+        "eos_token_id": stats.get("eos_token_id"),
+        "pad_token_id": stats.get("pad_token_id"),
+        "max_length": inputs.max_length,
+        "transformers_version": _version("transformers"),
+    }
+
+
+def finish_folder(folder: Path, inputs: ExportInputs) -> None:
+    """Fix config.json, put the tokenizer stage's own files in, write generation_config.json, normal file modes."""
+    config_path = folder / "config.json"
+    if not config_path.is_file() or not list(folder.glob("*.safetensors")):
+        raise ExportError(f"run {inputs.run}: the converter wrote no config.json or safetensors weights; see the job's log")
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    _write(config_path, fixed_hf_config(config, inputs))
+    for name in TOKENIZER_FILES:
+        shutil.copyfile(inputs.tokenizer_dir / name, folder / name)
+    _write(folder / "generation_config.json", generation_config(inputs))
+    usual_modes(folder)
+
+
+def usual_modes(folder: Path) -> None:
+    """rw-r--r-- files in an rwxr-xr-x folder (umask permitting): mkdtemp and the converter make them private."""
+    umask = _umask()
+    os.chmod(folder, 0o777 & ~umask)
+    for path in folder.iterdir():
+        if path.is_file():
+            os.chmod(path, 0o666 & ~umask)
+
+
+def _write(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+# --- the job -----------------------------------------------------------------------------------
+
+
+Runner = Callable[[list[str], dict], tuple[int, str]]
+
+
+_CHILDREN: set = set()  # running children of run_command, stopped if the job is interrupted
+_CHILDREN_LOCK = threading.Lock()
+
+
+def run_command(command: list[str], env: dict) -> tuple[int, str]:
+    """Run a child (no shell) with its output in the job's log; (exit code, its most telling line)."""
+    import subprocess
+
+    from nanogerman.training import LineTail
+
+    tail = LineTail()
+    log.info("running: %s", " ".join(command))
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", env=env, bufsize=1)
+    with _CHILDREN_LOCK:
+        _CHILDREN.add(process)
+    try:
+        for line in process.stdout:
+            tail(line.rstrip("\n"))
+        return process.wait(), tail.error_summary()
+    finally:
+        with _CHILDREN_LOCK:
+            _CHILDREN.discard(process)
+
+
+def stop_children(timeout: float = 20) -> None:
+    """Terminate (then kill) the children of :func:`run_command` still running."""
+    with _CHILDREN_LOCK:
+        running = list(_CHILDREN)
+    for process in running:
+        process.terminate()
+    for process in running:
+        try:
+            process.wait(timeout=timeout)
+        except Exception:  # noqa: BLE001 (subprocess.TimeoutExpired)
+            process.kill()
+
+
+def run_both(first: tuple[list[str], dict], second: tuple[list[str], dict], runner: Runner = run_command):
+    """Run two children side by side (each spends most of its time importing and compiling).
+
+    If this thread is interrupted (Ctrl-C, or Snakemake's SIGTERM turned into KeyboardInterrupt),
+    both children are stopped.
+    """
+    results: list = [None, None]
+
+    def target(index: int, command: list[str], env: dict) -> None:
+        try:
+            results[index] = runner(command, env)
+        except BaseException as error:  # re-raised in the caller's thread
+            results[index] = error
+
+    threads = [threading.Thread(target=target, args=(index, *job), daemon=True) for index, job in enumerate((first, second))]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(timeout=0.5)  # a short wait, so a signal's exception arrives promptly
+    except BaseException:
+        stop_children()
+        raise
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results[0], results[1]
+
+
+def export_run(
+    manifest_path: str | Path,
+    tokenizer_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    step: int | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+    check_length: int = DEFAULT_CHECK_LENGTH,
+    runner: Runner = run_command,
+    python: str | None = None,
+    logits_out: str | Path | None = None,
+    clock: Callable[[], float] = time.time,
+) -> dict:
+    """Convert one run's checkpoint into ``out_dir`` (a Hugging Face folder) and check it; returns the check's report.
+
+    ``runner`` runs each child command (tests replace it); ``logits_out`` keeps MaxText's
+    logits of the check as a ``.npy`` file (they are not part of the export).
+    """
+    started = clock()
+    inputs = load_inputs(manifest_path, tokenizer_dir, step=step)
+    length = max(2, min(int(check_length), inputs.max_length))
+    ids = check_ids(inputs.tokenizer_dir, inputs.vocab_size, length)
+    out_dir = Path(out_dir)
+    with tempfile.TemporaryDirectory(prefix="nanogerman-export-") as scratch, atomic_path(out_dir, directory=True) as folder:
+        import numpy as np
+
+        scratch = Path(scratch)
+        np.save(scratch / "ids.npy", ids)
+        env = child_env()
+        convert = conversion_command(inputs, folder, python=python)
+        forward = logits_command(inputs, scratch / "ids.npy", scratch / "logits.npy", batch=len(ids), length=length,
+                                 scratch=scratch / "maxtext", python=python)
+        (convert_code, convert_line), (forward_code, forward_line) = run_both((convert, env), (forward, env), runner)
+        if convert_code != 0:
+            raise ExportError(f"run {inputs.run}: MaxText's converter failed (exit code {convert_code}): {convert_line}")
+        if forward_code != 0:
+            raise ExportError(f"run {inputs.run}: MaxText's forward pass for the logits check failed (exit code {forward_code}): {forward_line}")
+        finish_folder(folder, inputs)
+        reference = np.load(scratch / "logits.npy")
+        if logits_out is not None:
+            np.save(logits_out, reference)
+        figures = verify_export(folder, reference, ids, tolerance=tolerance, run=inputs.run)
+        report = {
+            "run": inputs.run,
+            "checkpoint": inputs.checkpoint,
+            "checkpoint_step": inputs.step,
+            "final_step": inputs.manifest.get("final_step"),
+            "tokenizer": str(inputs.tokenizer_dir),
+            "logits_check": {**figures, "token_ids": ids.tolist()},
+            "converter": [CONVERT_MODULE, *convert[3:]],
+            "seconds": round(clock() - started, 3),
+            "versions": versions(),
+        }
+        write_json(folder / "logits_check.json", report)
+    log.info("run %s: exported step %d to %s; max |logit difference| %.3g (tolerance %g)",
+             inputs.run, inputs.step, out_dir, figures["max_abs_diff"], tolerance)
+    return report
+
+
+# --- publishing ---------------------------------------------------------------------------------
+
+
+class PublishError(StageError):
+    """The upload to the Hub failed."""
+
+
+def publish_export(folder: str | Path, repo_id: str, out: str | Path, *, private: bool = True,
+                   endpoint: str | None = None, token: str | None = None) -> dict:
+    """Upload an exported folder to the Hub model repo ``repo_id`` (created if needed) in one commit; write a receipt.
+
+    ``huggingface_hub``'s own upload (``create_repo``, ``create_commit``): the Hub decides per
+    file whether it goes as a regular or a large (LFS/Xet) file. Uses ``HF_TOKEN`` and
+    ``HF_ENDPOINT`` unless ``token``/``endpoint`` are given.
+    """
+    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    folder = Path(folder)
+    if not (folder / "logits_check.json").is_file():
+        raise PublishError(f"{folder}: not a checked export (no logits_check.json); rerun the export")
+    files = sorted(path for path in folder.iterdir() if path.is_file())
+    api = HfApi(endpoint=endpoint, token=token)
+    try:
+        api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+        commit = api.create_commit(
+            repo_id, repo_type="model",
+            operations=[CommitOperationAdd(path_in_repo=path.name, path_or_fileobj=str(path)) for path in files],
+            commit_message=f"nanogerman export of run {folder.name}",
+        )
+    except (HfHubHTTPError, OSError, ValueError) as error:
+        raise PublishError(f"publishing {folder} to {repo_id} failed: {type(error).__name__}: {_first_line(error)}") from None
+    receipt = {
+        "repo_id": repo_id,
+        "private": private,
+        "commit": commit.oid,
+        "commit_url": str(commit.commit_url),
+        "endpoint": api.endpoint,
+        "files": [path.name for path in files],
+    }
+    write_json(out, receipt)
+    log.info("published %s to %s (commit %s)", folder, repo_id, commit.oid)
+    return receipt
+
+
+# --- small helpers ------------------------------------------------------------------------------
+
+
+def versions() -> dict:
+    return {name: _version(name) for name in VERSIONED_PACKAGES}
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, separators=(",", ":"))
+    if value is None:
+        return "null"
+    return str(value)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes")
+    return bool(value)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current

@@ -1,0 +1,103 @@
+"""One tiny trained MaxText model and its Hugging Face export, built once per test session.
+
+Shared by tests/test_export.py and tests/test_evaluation.py (both import :func:`tiny_model`;
+the first caller builds it, later ones reuse it). The run goes through the training
+stage's own :func:`nanogerman.training.train_run`, so its ``train.json`` is the real
+contract; the data comes from MaxText's Hugging Face parquet pipeline over the sample's
+training shards (no TFDS build), the model is nano-german-tiny shrunk to 64 wide.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "resources" / "german_sample"
+RUN = "tiny"
+TOKENIZER = "tiny_tok"
+VOCAB = 512
+STEPS = 30  # about one pass over the 63 training documents (cut to 128 tokens); checkpoints at steps 0 and 29
+
+
+@dataclass
+class TinyModel:
+    root: Path
+    tokenizer_dir: Path
+    manifest_path: Path
+    manifest: dict
+    export_dir: Path
+    export_report: dict
+    maxtext_logits: Path  # MaxText's logits for the check's token ids (export_report["logits_check"]["token_ids"])
+    seconds: dict
+
+
+_BUILT: dict[Path, TinyModel] = {}
+
+
+def training_config(root: Path) -> dict:
+    return {
+        "results_dir": str(root / "results"),
+        "tokenizers": [{"name": TOKENIZER, "kind": "nanochat", "vocab_size": VOCAB, "shards": "train"}],
+        "training": {
+            "backend": "local",
+            "local": {"hardware": "cpu", "devices": 1},
+            "defaults": {
+                "model": "config/models/nano-german-tiny.yml",
+                "learning_rate": 3.0e-3,
+                "steps": STEPS,
+                "per_device_batch_size": 2,
+                "max_target_length": 128,
+                "packing": True,
+                "checkpoint_period": STEPS,
+                "epochs": 100,
+                "dtype": "float32",
+                "seed": 0,
+                "extra": {"base_emb_dim": 64, "base_mlp_dim": 128, "head_dim": 16, "grain_worker_count": 0},
+            },
+            "runs": [{"name": RUN, "tokenizer": TOKENIZER}],
+        },
+    }
+
+
+def tiny_model(base: Path) -> TinyModel:
+    """Tokenizer → 30 MaxText steps → export of the final checkpoint, under ``base`` (built once per session)."""
+    base = Path(base)
+    if base in _BUILT:
+        return _BUILT[base]
+    from nanogerman.export import export_run
+    from nanogerman.tokenizer_training import TokenizerSpec, train_tokenizer
+    from nanogerman.training import plan_run, train_run
+
+    root = base / "tiny_model"
+    results = root / "results"
+    seconds = {}
+    started = time.monotonic()
+    tokenizer_dir = results / "tokenizers" / TOKENIZER
+    train_shards = [SAMPLE / f"shard_0000{index}.parquet" for index in range(4)]
+    train_tokenizer(TokenizerSpec(name=TOKENIZER, kind="nanochat", vocab_size=VOCAB), train_shards, tokenizer_dir)
+    dataset_manifest = results / "dataset" / "dataset.json"
+    dataset_manifest.parent.mkdir(parents=True, exist_ok=True)
+    dataset_manifest.write_text(json.dumps({
+        "name": "german_sample_parquet",
+        "maxtext": {"dataset_type": "hf", "hf_path": "parquet", "hf_train_files": str(SAMPLE / "shard_0000[0-3].parquet")},
+    }))
+    config = training_config(root)
+    manifest_path = results / "train" / RUN / "train.json"
+    seconds["tokenizer"] = time.monotonic() - started
+    started = time.monotonic()
+    manifest = train_run(
+        plan_run(config, RUN), dataset_manifest=dataset_manifest, tokenizer_dir=tokenizer_dir,
+        training=config["training"], results_dir=results, manifest_out=manifest_path,
+        metrics_out=manifest_path.with_name("metrics.jsonl"),
+    )
+    seconds["train"] = time.monotonic() - started
+    started = time.monotonic()
+    export_dir = results / "hf" / RUN
+    maxtext_logits = root / "maxtext_logits.npy"
+    report = export_run(manifest_path, tokenizer_dir, export_dir, logits_out=maxtext_logits)
+    seconds["export"] = time.monotonic() - started
+    _BUILT[base] = TinyModel(root, tokenizer_dir, manifest_path, manifest, export_dir, report, maxtext_logits, seconds)
+    return _BUILT[base]
