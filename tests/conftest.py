@@ -12,6 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+# TensorFlow 2.21 followed by torch._dynamo (which transformers loads with its PyTorch models)
+# in one process crashes with a segmentation fault; the other order works. The workflow never
+# loads both in one process (each rule is its own process), but this test process does.
+import torch._dynamo  # noqa: E402,F401  (before any test imports TensorFlow)
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = REPO / "resources" / "german_sample"
 ELTEC_DIR = REPO.parent / "shared" / "corpus" / "eltec-deu"

@@ -266,7 +266,6 @@ def test_publish_to_a_missing_bucket_is_one_line(built, gcs_emulator):
 
 @pytest.mark.slow
 def test_workflow_builds_the_dataset(tmp_path, base_config, snakemake_run, sample_dir):
-    base_config["tokenizers"] = []
     result = snakemake_run(tmp_path, base_config, "dataset_publish")
     assert result.returncode == 0, result.stderr[-3000:]
     manifest = json.loads((tmp_path / "results" / "dataset" / "dataset.json").read_text())

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from nanogerman.atomic import atomic_path, write_json
-from nanogerman.errors import StageError
+from nanogerman.errors import StageError, first_line
 from nanogerman.gcs import gcs_filesystem, split_gcs_uri
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ def check_shard(path: str | Path, label: str | None = None) -> ShardStats:
     try:
         parquet = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as error:
-        raise ShardError(f"{label}: not a readable parquet file ({_first_line(error)})") from None
+        raise ShardError(f"{label}: not a readable parquet file ({first_line(error)})") from None
     schema = parquet.schema_arrow
     if TEXT_COLUMN not in schema.names:
         raise ShardError(f"{label}: no '{TEXT_COLUMN}' column (columns: {', '.join(schema.names) or 'none'})")
@@ -150,7 +150,7 @@ def check_shard(path: str | Path, label: str | None = None) -> ShardStats:
             text_bytes += pc.sum(lengths).as_py() or 0
             empty += pc.sum(pc.equal(lengths, 0)).as_py() or 0
     except (pa.ArrowException, OSError) as error:
-        raise ShardError(f"{label}: not a readable parquet file ({_first_line(error)})") from None
+        raise ShardError(f"{label}: not a readable parquet file ({first_line(error)})") from None
     if rows == 0:
         raise ShardError(f"{label}: the shard has no rows")
     return ShardStats(rows, characters, text_bytes, empty, size, sha256_of(path))
@@ -162,11 +162,6 @@ def sha256_of(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
         while chunk := handle.read(chunk_bytes):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]
 
 
 # --- fetchers: copy one shard to ``destination``; return extra provenance ---------------
@@ -194,7 +189,7 @@ def _fetch_gcs(source: ShardSource, index: int, destination: Path) -> dict:
             raise ShardError(f"{uri}: shard not found")
         filesystem.get_file(uri, str(destination))
     except (OSError, ValueError) as error:
-        raise ShardError(f"{uri}: could not download ({_first_line(error)})") from None
+        raise ShardError(f"{uri}: could not download ({first_line(error)})") from None
     return {}
 
 
@@ -225,7 +220,7 @@ def _fetch_hub(source: ShardSource, index: int, destination: Path) -> dict:
     except tuple(permanent) as error:
         raise ShardError(next(message for kind, message in permanent.items() if isinstance(error, kind))) from None
     except Exception as error:  # transient errors that outlived the retries
-        raise ShardError(f"{label}: download failed after {source.retries + 1} attempts ({_first_line(error)})") from None
+        raise ShardError(f"{label}: download failed after {source.retries + 1} attempts ({first_line(error)})") from None
     shutil.copyfile(cached, destination)
     # hf_hub_download stores files under .../snapshots/<commit>/<filename>: record the commit.
     commit = Path(cached).parent.name if Path(cached).parent.parent.name == "snapshots" else None
@@ -255,7 +250,7 @@ def retry_transient(
             if number == retries:
                 raise
             wait = backoff_seconds * 2**number
-            log.warning("%s: attempt %d failed (%s); retrying in %.1f s", label, number + 1, _first_line(error), wait)
+            log.warning("%s: attempt %d failed (%s); retrying in %.1f s", label, number + 1, first_line(error), wait)
             sleep(wait)
     raise AssertionError("unreachable")
 

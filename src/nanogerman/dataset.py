@@ -48,7 +48,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from nanogerman.atomic import atomic_path, write_json
-from nanogerman.errors import StageError
+from nanogerman.errors import StageError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def iter_texts(parquet_path: str | Path, batch_size: int = 1024) -> Iterator[str
     try:
         parquet = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as error:
-        raise DatasetError(f"{path}: not a readable parquet file ({_first_line(error)})") from None
+        raise DatasetError(f"{path}: not a readable parquet file ({first_line(error)})") from None
     if TEXT not in parquet.schema_arrow.names:
         raise DatasetError(f"{path}: no '{TEXT}' column (columns: {', '.join(parquet.schema_arrow.names) or 'none'})")
     for batch in parquet.iter_batches(columns=[TEXT], batch_size=batch_size):
@@ -169,12 +169,7 @@ def row_count(parquet_path: str | Path) -> int:
     try:
         return pq.ParquetFile(parquet_path).metadata.num_rows
     except (pa.ArrowException, OSError) as error:
-        raise DatasetError(f"{parquet_path}: not a readable parquet file ({_first_line(error)})") from None
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]
+        raise DatasetError(f"{parquet_path}: not a readable parquet file ({first_line(error)})") from None
 
 
 # --- the parallel route: one part per corpus shard ---------------------------------------
@@ -372,7 +367,7 @@ def check_dataset_folder(dataset_dir: str | Path, examples: Mapping[str, int]) -
     try:
         builder = tfds.builder_from_directory(os.fspath(dataset_dir))
     except Exception as error:  # TFDS raises many types here; any of them means an unusable folder
-        raise DatasetError(f"{dataset_dir}: TFDS cannot read the metadata ({_first_line(error)})") from None
+        raise DatasetError(f"{dataset_dir}: TFDS cannot read the metadata ({first_line(error)})") from None
     for split, count in examples.items():
         found = builder.info.splits[split].num_examples
         if found != count:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from nanogerman.dataset import METADATA_FILES, DatasetError, manifest_for
+from nanogerman.errors import first_line
 from nanogerman.gcs import gcs_filesystem, is_gcs_uri, split_gcs_uri
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ def publish_dataset(build: dict, uri: str, *, filesystem: Any = None, token: str
         raise
     except (OSError, ValueError) as error:
         _delete_quietly(filesystem, staging_prefix)
-        raise DatasetError(f"publishing to {final_prefix} failed and was rolled back ({_first_line(error)})") from None
+        raise DatasetError(f"publishing to {final_prefix} failed and was rolled back ({first_line(error)})") from None
     except BaseException:
         _delete_quietly(filesystem, staging_prefix)
         raise
@@ -160,7 +161,7 @@ def _roll_back(filesystem: Any, copied: list[str]) -> None:
         except FileNotFoundError:
             pass
         except Exception as error:  # keep deleting the others; report what could not be removed
-            log.error("rollback: could not delete %s (%s)", target, _first_line(error))
+            log.error("rollback: could not delete %s (%s)", target, first_line(error))
 
 
 def _delete_quietly(filesystem: Any, prefix: str) -> None:
@@ -168,7 +169,7 @@ def _delete_quietly(filesystem: Any, prefix: str) -> None:
         if filesystem.exists(prefix):
             filesystem.rm(prefix, recursive=True)
     except Exception as error:
-        log.warning("could not delete the staging prefix %s (%s); delete it by hand", prefix, _first_line(error))
+        log.warning("could not delete the staging prefix %s (%s); delete it by hand", prefix, first_line(error))
 
 
 def _published_manifest(build: dict, uri: str, final_prefix: str) -> dict:
@@ -182,11 +183,6 @@ def _published_manifest(build: dict, uri: str, final_prefix: str) -> dict:
         local_data_dir=build["local_data_dir"],
         published={"uri": final_prefix, "data_dir": uri},
     )
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]
 
 
 def finish_dataset(build_path: str | Path, manifest_path: str | Path, publish_to: str | None) -> dict:

@@ -8,3 +8,9 @@ class StageError(Exception):
     possible, the fix. Scripts print it without a traceback and exit non-zero; any
     other exception is a bug and keeps its traceback.
     """
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (or its type's name), for one-line errors."""
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from nanogerman.atomic import write_json
-from nanogerman.errors import StageError
+from nanogerman.errors import StageError, first_line
 from nanogerman.offline_tasks import generated_task_yaml, local_override_yaml, write_yaml
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ def check_reachable(spec: ModelSpec) -> None:
     try:
         HfApi().model_info(spec.path, revision=spec.revision, timeout=30)
     except Exception as error:  # noqa: BLE001 (connection errors, 401, 404 …)
-        raise ModelLoadError(f"{spec.describe()} cannot be loaded: {type(error).__name__}: {_first_line(error)}") from None
+        raise ModelLoadError(f"{spec.describe()} cannot be loaded: {type(error).__name__}: {first_line(error)}") from None
 
 
 def load_lm(spec: ModelSpec, settings: EvalSettings):
@@ -179,7 +179,7 @@ def load_lm(spec: ModelSpec, settings: EvalSettings):
     try:
         return HFLM(**kwargs)
     except Exception as error:  # noqa: BLE001 (transformers, huggingface_hub and requests raise many kinds)
-        raise ModelLoadError(f"{spec.describe()} cannot be loaded: {_first_line(error)}") from None
+        raise ModelLoadError(f"{spec.describe()} cannot be loaded: {first_line(error)}") from None
 
 
 def model_args_text(spec: ModelSpec, settings: EvalSettings) -> str:
@@ -261,7 +261,7 @@ def run_lm_eval(spec: ModelSpec, tasks: Sequence[str], settings: EvalSettings, *
                 torch_random_seed=settings.seed, fewshot_random_seed=settings.seed,
             )
     except (OSError, ConnectionError) as error:
-        raise EvaluationError(f"{spec.describe()}: lm-eval could not load a task's data: {_first_line(error)}") from None
+        raise EvaluationError(f"{spec.describe()}: lm-eval could not load a task's data: {first_line(error)}") from None
     except AssertionError:
         raise EvaluationError(
             f"{spec.describe()}: lm-eval stopped on an internal check, most likely an answer longer than the model's "
@@ -449,11 +449,6 @@ def versions() -> dict:
         except metadata.PackageNotFoundError:
             found[name] = None
     return found
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return " ".join(text.splitlines()[0].split())
 
 
 # --- the config: which runs are exported, which models evaluated ---------------------------------

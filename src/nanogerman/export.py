@@ -40,7 +40,8 @@ from typing import Any, Callable, Sequence
 import yaml
 
 from nanogerman.atomic import atomic_path, write_json
-from nanogerman.errors import StageError
+from nanogerman.errors import StageError, first_line
+from nanogerman.training import format_value
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ def load_manifest(path: str | Path) -> dict:
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
-        raise ExportError(f"{path}: unreadable training manifest ({_first_line(error)}); rerun the training stage") from None
+        raise ExportError(f"{path}: unreadable training manifest ({first_line(error)}); rerun the training stage") from None
     missing = [key for key in ("run", "maxtext_args", "checkpoint_uri", "checkpoint_dir", "checkpoint_step") if key not in manifest]
     if missing:
         raise ExportError(f"{path}: the training manifest has no {missing[0]!r}; rerun the training stage")
@@ -131,7 +132,7 @@ def read_model_settings(model_path: str | Path) -> dict:
     try:
         settings = yaml.safe_load(Path(model_path).read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as error:
-        raise ExportError(f"{model_path}: cannot read the run's model file ({_first_line(error)})") from None
+        raise ExportError(f"{model_path}: cannot read the run's model file ({first_line(error)})") from None
     if not isinstance(settings, dict):
         raise ExportError(f"{model_path}: the model file is not a mapping of MaxText settings")
     settings.pop("base_config", None)
@@ -172,7 +173,7 @@ def load_inputs(manifest_path: str | Path, tokenizer_dir: str | Path, *, step: i
     try:
         stats = json.loads(stats_path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
-        raise ExportError(f"{stats_path}: unreadable tokenizer stats ({_first_line(error)}); rerun the tokenizer stage") from None
+        raise ExportError(f"{stats_path}: unreadable tokenizer stats ({first_line(error)}); rerun the tokenizer stage") from None
     for name in TOKENIZER_FILES:
         if not (tokenizer_dir / name).is_file():
             raise ExportError(f"{tokenizer_dir}: no {name}; rerun the tokenizer stage")
@@ -199,7 +200,7 @@ def check_exportable(run: str, settings: dict) -> None:
 
 def model_pairs(inputs: ExportInputs) -> dict[str, str]:
     """The run's model-describing MaxText arguments: model YAML keys, then the run's own (extras included)."""
-    pairs = {key: _format_value(value) for key, value in read_model_settings(inputs.model_path).items()}
+    pairs = {key: format_value(value) for key, value in read_model_settings(inputs.model_path).items()}
     for key, value in inputs.train_args.items():
         if key in NOT_MODEL_KEYS or key.startswith(NOT_MODEL_PREFIXES):
             continue
@@ -547,7 +548,7 @@ def publish_export(folder: str | Path, repo_id: str, out: str | Path, *, private
             commit_message=f"nanogerman export of run {folder.name}",
         )
     except (HfHubHTTPError, OSError, ValueError) as error:
-        raise PublishError(f"publishing {folder} to {repo_id} failed: {type(error).__name__}: {_first_line(error)}") from None
+        raise PublishError(f"publishing {folder} to {repo_id} failed: {type(error).__name__}: {first_line(error)}") from None
     receipt = {
         "repo_id": repo_id,
         "private": private,
@@ -575,16 +576,6 @@ def _version(name: str) -> str | None:
         return None
 
 
-def _format_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, dict)):
-        return json.dumps(value, separators=(",", ":"))
-    if value is None:
-        return "null"
-    return str(value)
-
-
 def _parse_value(text: str) -> Any:
     try:
         return yaml.safe_load(text)
@@ -596,11 +587,6 @@ def _truthy(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in ("true", "1", "yes")
     return bool(value)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]
 
 
 def _umask() -> int:

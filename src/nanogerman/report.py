@@ -685,14 +685,14 @@ def markdown_to_html(text: str, title: str = "Results") -> str:
 
 def plot_placeholder(folder: str | Path, name: str, message: str) -> list[Path]:
     """A figure that says why there is nothing to plot (the outputs exist either way)."""
-    from nanogerman.tokenizer_eval import _pyplot, _save
+    from nanogerman.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(5, 1.5))
     axes.axis("off")
     axes.text(0.5, 0.5, message, ha="center", va="center")
     try:
-        return _save(figure, Path(folder), name)
+        return save_figure(figure, Path(folder), name)
     finally:
         plt.close(figure)
 
@@ -700,11 +700,11 @@ def plot_placeholder(folder: str | Path, name: str, message: str) -> list[Path]:
 def plot_loss_curves(runs: Sequence[Run], curves: Sequence[Sequence[tuple[int, float]]], flags: FlagSettings,
                      folder: str | Path, name: str = "loss_curves") -> list[Path]:
     """Every run's training loss on one chart, steps on a log scale; flagged runs dashed, their flags in the legend."""
-    from nanogerman.tokenizer_eval import _pyplot, _save
+    from nanogerman.plots import pyplot, save_figure
 
     if not any(curves):
         return plot_placeholder(folder, name, "no training runs")
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(7, 4.2))
     marks = {"lr": MARK_LR, "loss": MARK_LOSS}
     for run, curve in zip(runs, curves):
@@ -721,7 +721,7 @@ def plot_loss_curves(runs: Sequence[Run], curves: Sequence[Sequence[tuple[int, f
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=8)
     try:
-        return _save(figure, Path(folder), name)
+        return save_figure(figure, Path(folder), name)
     finally:
         plt.close(figure)
 
@@ -732,11 +732,11 @@ def plot_tasks(models: Sequence[Model], columns: Sequence[Column], flags: FlagSe
 
     Bars within that many standard errors of chance are hatched and marked †; the best bar is orange.
     """
-    from nanogerman.tokenizer_eval import _pyplot, _save
+    from nanogerman.plots import pyplot, save_figure
 
     if not columns:
         return plot_placeholder(folder, name, "no evaluation results")
-    plt = _pyplot()
+    plt = pyplot()
     per_row = min(4, len(columns))
     rows = math.ceil(len(columns) / per_row)
     width = max(3.0, 0.55 * len(models) + 1.6)
@@ -771,7 +771,7 @@ def plot_tasks(models: Sequence[Model], columns: Sequence[Column], flags: FlagSe
                     "(dashed line). Orange: best.", fontsize=9)
     figure.tight_layout(rect=(0, 0, 1, 0.95))
     try:
-        return _save(figure, Path(folder), name)
+        return save_figure(figure, Path(folder), name)
     finally:
         plt.close(figure)
 

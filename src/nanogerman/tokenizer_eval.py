@@ -35,7 +35,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from nanogerman.atomic import atomic_path, write_json
-from nanogerman.errors import StageError
+from nanogerman.errors import StageError, first_line
+from nanogerman.plots import PLOT_FORMATS, pyplot, save_figure
+from nanogerman.tables import best_positions, latex_escape
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +52,6 @@ HUB_SPLIT_NAMES = ("train", "validation", "valid", "dev", "test", "eval")
 
 class TokenizerEvalError(StageError):
     """A tokenizer or an evaluation dataset cannot be used as configured."""
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]
 
 
 # --- metrics -----------------------------------------------------------------------------------
@@ -194,7 +191,7 @@ def _parquet_batches(path: Path, text_field: str, batch_size: int) -> Iterator[l
     try:
         parquet = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as error:
-        raise TokenizerEvalError(f"{path}: not a readable parquet file ({_first_line(error)})") from None
+        raise TokenizerEvalError(f"{path}: not a readable parquet file ({first_line(error)})") from None
     schema = parquet.schema_arrow
     if text_field not in schema.names:
         raise TokenizerEvalError(
@@ -207,7 +204,7 @@ def _parquet_batches(path: Path, text_field: str, batch_size: int) -> Iterator[l
         for batch in parquet.iter_batches(columns=[text_field], batch_size=batch_size):
             yield [text or "" for text in batch.column(0).to_pylist()]
     except (pa.ArrowException, OSError) as error:
-        raise TokenizerEvalError(f"{path}: not a readable parquet file ({_first_line(error)})") from None
+        raise TokenizerEvalError(f"{path}: not a readable parquet file ({first_line(error)})") from None
 
 
 def _jsonl_batches(path: Path, text_field: str, batch_size: int) -> Iterator[list[str]]:
@@ -355,7 +352,7 @@ def fetch_hub_dataset(
             raise TokenizerEvalError(next(text for kind, text in permanent.items() if isinstance(error, kind))) from None
         except Exception as error:  # transient errors that outlived the retries
             raise TokenizerEvalError(
-                f"{spec.label}: the Hub did not answer after {retries + 1} attempts ({_first_line(error)}); "
+                f"{spec.label}: the Hub did not answer after {retries + 1} attempts ({first_line(error)}); "
                 "check the network or set HF_ENDPOINT to a mirror"
             ) from None
 
@@ -450,7 +447,7 @@ def load_tokenizer(source: TokenizerSource):
     try:
         return AutoTokenizer.from_pretrained(source.path, **options)
     except Exception as error:  # transformers raises OSError, ValueError, ImportError …: all mean "cannot load"
-        message = _first_line(error)
+        message = first_line(error)
         if "trust_remote_code" in message and not source.trust_remote_code:
             hint = "it ships its own code: set trust_remote_code: true for it in tokenizer_eval.references if you trust the repo"
         elif local:
@@ -520,7 +517,7 @@ def tiktoken_encoder(folder: str | Path, threads: int | None = None) -> Encoder 
         stats = json.loads(stats_path.read_text(encoding="utf-8"))
         prefix = [int(stats["bos_token_id"])] if stats.get("adds_bos") else []
     except Exception as error:  # an unreadable pickle only costs speed: the Hugging Face export is used instead
-        log.warning("%s: cannot use tokenizer.pkl (%s); encoding with the Hugging Face export", folder, _first_line(error))
+        log.warning("%s: cannot use tokenizer.pkl (%s); encoding with the Hugging Face export", folder, first_line(error))
         return None
     if not isinstance(encoding, tiktoken.Encoding):
         return None
@@ -686,12 +683,7 @@ def format_metric(key: str, value: float | None) -> str:
 
 def best_rows(values: list[float | None], key: str) -> set[int]:
     """Positions of the best value of ``key`` (ties on the printed value all count as best)."""
-    metric = METRIC_BY_KEY[key]
-    present = [value for value in values if value is not None]
-    if not present:
-        return set()
-    printed = format_metric(key, (max if metric.higher_is_better else min)(present))
-    return {row for row, value in enumerate(values) if value is not None and format_metric(key, value) == printed}
+    return best_positions(values, higher_is_better=METRIC_BY_KEY[key].higher_is_better, fmt=lambda value: format_metric(key, value))
 
 
 def metric_values(results: list[dict], key: str, dataset: str | None = None) -> list[float | None]:
@@ -782,12 +774,6 @@ def per_dataset_frame(results: list[dict]):
     return pd.DataFrame(rows)
 
 
-def latex_escape(text: str) -> str:
-    replacements = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-    return "".join(replacements.get(character, character) for character in text)
-
-
 def latex_table(results: list[dict]) -> str:
     """The Markdown table as a LaTeX tabular (booktabs), best values in ``\\textbf``."""
     import pandas as pd
@@ -805,33 +791,11 @@ def latex_table(results: list[dict]) -> str:
 
 
 PLOT_NAMES = tuple(metric.key for metric in ALL_METRICS) + ("per_dataset",)
-PLOT_FORMATS = ("svg", "png")
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plt.rcParams["svg.hashsalt"] = "nanogerman"  # stable SVG ids: the same results give the same file
-    return plt
-
-
-def _save(figure, folder: Path, name: str) -> list[Path]:
-    written = []
-    for fmt in PLOT_FORMATS:
-        path = folder / f"{name}.{fmt}"
-        with atomic_path(path) as temporary:
-            metadata_ = {"Date": None} if fmt == "svg" else {}
-            figure.savefig(temporary, format=fmt, dpi=150, bbox_inches="tight", metadata=metadata_)
-        written.append(path)
-    return written
 
 
 def plot_metric(results: list[dict], key: str, folder: str | Path) -> list[Path]:
     """A bar chart of one metric, a bar per tokenizer, labelled in the table's format."""
-    plt = _pyplot()
+    plt = pyplot()
     metric = METRIC_BY_KEY[key]
     names = [result["name"] for result in results]
     values = metric_values(results, key)
@@ -847,14 +811,14 @@ def plot_metric(results: list[dict], key: str, folder: str | Path) -> list[Path]
     axes.tick_params(axis="x", labelrotation=30)
     axes.margins(y=0.15)
     try:
-        return _save(figure, Path(folder), key)
+        return save_figure(figure, Path(folder), key)
     finally:
         plt.close(figure)
 
 
 def plot_per_dataset(results: list[dict], folder: str | Path) -> list[Path]:
     """Every metric per dataset: a panel per metric, a group of bars per dataset, a bar per tokenizer."""
-    plt = _pyplot()
+    plt = pyplot()
     datasets = dataset_names(results)
     columns = 3
     rows = math.ceil(len(ALL_METRICS) / columns)
@@ -876,7 +840,7 @@ def plot_per_dataset(results: list[dict], folder: str | Path) -> list[Path]:
     figure.legend(handles, labels, loc="upper center", ncol=min(len(labels), 6), fontsize=8, frameon=False)
     figure.tight_layout(rect=(0, 0, 1, 0.93))
     try:
-        return _save(figure, Path(folder), "per_dataset")
+        return save_figure(figure, Path(folder), "per_dataset")
     finally:
         plt.close(figure)
 

@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from nanogerman.atomic import atomic_path, write_json
-from nanogerman.errors import StageError
+from nanogerman.errors import StageError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ def text_batches(
                     counter.stopped_at_max_chars = True
                     return
         except (OSError, pa.ArrowException, KeyError) as error:
-            raise TokenizerError(f"{path}: cannot read the '{TEXT_COLUMN}' column ({_first_line(error)})") from None
+            raise TokenizerError(f"{path}: cannot read the '{TEXT_COLUMN}' column ({first_line(error)})") from None
 
 
 def read_ahead_of(batches: Iterator[list[str]], depth: int) -> Iterator[list[str]]:
@@ -240,11 +240,6 @@ def read_ahead_of(batches: Iterator[list[str]], depth: int) -> Iterator[list[str
     finally:
         stop.set()
         thread.join()
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]
 
 
 # --- trainers: the bare library calls --------------------------------------------------------
