@@ -41,10 +41,6 @@ REPO = Path(__file__).resolve().parents[1]
 M_ARC_DE = REPO / "tests" / "data" / "m_arc_de"
 
 
-# pytest-xdist (--dist loadgroup): the tests sharing one trained model (built once per worker) stay on one worker.
-pytestmark = pytest.mark.xdist_group("tiny_model")
-
-
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory):
     """The tiny trained run and its export (tests/tiny_model.py; built once per session)."""

@@ -31,10 +31,6 @@ from nanogerman.training import (
 TINY = str(REPO / "config" / "models" / "nano-german-tiny.yml")
 
 
-# pytest-xdist (--dist loadgroup): the tests sharing one trained model (built once per worker) stay on one worker.
-pytestmark = pytest.mark.xdist_group("maxtext_training")
-
-
 def config_with(change=None) -> dict:
     config = default_config()
     if change:
