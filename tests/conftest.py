@@ -48,6 +48,26 @@ def default_config() -> dict:
         return yaml.safe_load(handle)
 
 
+def set_key(path: list, value):
+    """A config change for the malformed-config tables: set the value at ``path`` (keys and list indices)."""
+    def change(config):
+        target = config
+        for part in path[:-1]:
+            target = target[part]
+        target[path[-1]] = value
+    return change
+
+
+def delete_key(path: list):
+    """A config change for the malformed-config tables: delete the key at ``path``."""
+    def change(config):
+        target = config
+        for part in path[:-1]:
+            target = target[part]
+        del target[path[-1]]
+    return change
+
+
 @pytest.fixture
 def base_config() -> dict:
     """The embedded default config with absolute paths, ready to modify in a test."""

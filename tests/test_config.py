@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from conftest import default_config
+from conftest import default_config, delete_key, set_key
 from nanogerman.config import ConfigError, parse_shards, shard_set, validate_config, all_shards
 
 
@@ -14,24 +14,6 @@ def with_change(change):
     config = default_config()
     change(config)
     return config
-
-
-def set_key(path, value):
-    def change(config):
-        target = config
-        for part in path[:-1]:
-            target = target[part]
-        target[path[-1]] = value
-    return change
-
-
-def delete_key(path):
-    def change(config):
-        target = config
-        for part in path[:-1]:
-            target = target[part]
-        del target[path[-1]]
-    return change
 
 
 MALFORMED = [

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, VENV_BIN, default_config, run_snakemake
+from conftest import REPO, VENV_BIN, default_config, run_snakemake, set_key
 from nanogerman.config import ConfigError, validate_config
 from nanogerman import training
 from nanogerman.training import (
@@ -92,35 +92,26 @@ def test_vocab_is_rounded_up_to_the_multiple():
     assert padded_vocab(50257, 128) == 50304
 
 
-def _set(path, value):
-    def change(config):
-        target = config
-        for part in path[:-1]:
-            target = target[part]
-        target[path[-1]] = value
-    return change
-
-
 MALFORMED_TRAINING = [
-    ("unknown tokenizer", _set(["training", "runs", 0, "tokenizer"], "sample_bpe"),
+    ("unknown tokenizer", set_key(["training", "runs", 0, "tokenizer"], "sample_bpe"),
      "config error: training.runs[0].tokenizer is 'sample_bpe'; expected the name of an entry in tokenizers (sample_nanochat, sample_neox)"),
     ("batch not divisible", lambda c: c["training"]["defaults"].update(global_batch_size=10, per_device_batch_size=None,
                                                                       gradient_accumulation_steps=4),
      "config error: training.runs[0].global_batch_size 10 is not divisible by devices x gradient_accumulation_steps = 1 x 4 = 4; "
      "change global_batch_size or gradient_accumulation_steps"),
-    ("zero learning rate", _set(["training", "defaults", "learning_rate"], 0),
+    ("zero learning rate", set_key(["training", "defaults", "learning_rate"], 0),
      "config error: training.defaults.learning_rate is 0: 0 is less than or equal to the minimum of 0 (expected the peak learning rate (a number > 0))"),
-    ("negative learning rate in a run", _set(["training", "runs", 1, "learning_rate"], -1e-3),
+    ("negative learning rate in a run", set_key(["training", "runs", 1, "learning_rate"], -1e-3),
      "config error: training.runs[1].learning_rate is -0.001: -0.001 is less than or equal to the minimum of 0 (expected the peak learning rate (a number > 0))"),
-    ("misspelled setting", _set(["training", "runs", 0, "learning_rat"], 1e-3),
+    ("misspelled setting", set_key(["training", "runs", 0, "learning_rat"], 1e-3),
      "config error: unknown key training.runs[0].learning_rat; allowed keys here:"),
     ("duplicate run", lambda c: c["training"]["runs"].append(dict(c["training"]["runs"][0])),
      "config error: training.runs[2].name 'tiny_nanochat' is used twice; names must be unique"),
     ("no steps", lambda c: c["training"]["defaults"].pop("steps"),
      "config error: training.runs[0] (tiny_nanochat) has no steps; set it there or in training.defaults"),
-    ("missing model file", _set(["training", "defaults", "model"], "config/models/nope.yml"),
+    ("missing model file", set_key(["training", "defaults", "model"], "config/models/nope.yml"),
      "config error: training.runs[0] (tiny_nanochat): model file 'config/models/nope.yml' not found"),
-    ("bad accelerator", _set(["training", "tpu"], {"accelerator_type": "v9-8"}),
+    ("bad accelerator", set_key(["training", "tpu"], {"accelerator_type": "v9-8"}),
      "config error: training.tpu.accelerator_type is 'v9-8'; expected the Cloud TPU type"),
 ]
 
