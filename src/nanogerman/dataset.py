@@ -37,6 +37,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -256,8 +257,6 @@ def file_checksums(path: str | Path, chunk_bytes: int = 1 << 20) -> dict:
 
 
 def read_part_manifest(part_dir: str | Path, file_format: str) -> dict:
-    import json
-
     path = Path(part_dir) / PART_MANIFEST
     if not path.is_file():
         raise DatasetError(f"{path}: missing; the part was not built completely (rerun its dataset_part job)")

@@ -373,9 +373,8 @@ def finish_folder(folder: Path, inputs: ExportInputs) -> None:
 
 
 def usual_modes(folder: Path) -> None:
-    """rw-r--r-- files in an rwxr-xr-x folder (umask permitting): mkdtemp and the converter make them private."""
+    """rw-r--r-- files (umask permitting): the converter writes them private; atomic_path already fixes the folder."""
     umask = _umask()
-    os.chmod(folder, 0o777 & ~umask)
     for path in folder.iterdir():
         if path.is_file():
             os.chmod(path, 0o666 & ~umask)

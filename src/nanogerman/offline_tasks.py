@@ -26,7 +26,6 @@ import yaml
 
 from nanogerman.atomic import atomic_path
 from nanogerman.errors import StageError
-from nanogerman.export import usual_modes
 
 SPLITS = ("train", "validation", "test")  # lm-eval's training_split, validation_split, test_split
 _SENTENCE_END = re.compile(r"([.!?…]+[\"“”»«’')\]]*)\s+(?=[\"„“»«'(\[]?[A-ZÄÖÜ0-9])")
@@ -207,7 +206,6 @@ def write_next_passage_task(documents: Sequence[str], spec: NextPassageSpec, out
             **(provenance or {}),
         }
         (folder / "task.json").write_text(json.dumps(info, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
-        usual_modes(folder)
     return info
 
 
