@@ -3,7 +3,13 @@
 #   snakemake --cores all --configfile config/nano-german.yaml
 #   snakemake -n                                           # show the plan
 
-configfile: "config/config.yaml"
+# The embedded default is used only when no config file is named on the command line: a
+# --configfile replaces it instead of being merged over it, so the default's keys never leak
+# into another config. --config key=value and a profile's config: entries apply on top of
+# whichever file is used.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 include: "rules/common.smk"

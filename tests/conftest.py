@@ -98,6 +98,28 @@ def snakemake_run():
     return run_snakemake
 
 
+def snakemake_at_root(root: Path, *args: str, env: dict | None = None, timeout: float = 900):
+    """Run ``snakemake ARGS`` with ``root`` as the working directory and nothing else added, as a user types it there.
+
+    ``root`` is the repository itself or a copy made by :func:`copy_workflow`. Returns the CompletedProcess.
+    """
+    full_env = {**os.environ, **(env or {})}
+    full_env["PATH"] = f"{VENV_BIN}{os.pathsep}{full_env.get('PATH', '')}"
+    return subprocess.run([str(VENV_BIN / "snakemake"), *args], cwd=root, capture_output=True, text=True, env=full_env,
+                          timeout=timeout)
+
+
+def copy_workflow(destination: Path) -> Path:
+    """A copy of the repository's workflow files (Snakefile, rules, scripts, config, profiles, resources) to edit in a test."""
+    import shutil
+
+    destination.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(REPO / "Snakefile", destination / "Snakefile")
+    for folder in ("rules", "scripts", "config", "profiles", "resources", "envs"):
+        shutil.copytree(REPO / folder, destination / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    return destination
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
