@@ -2,7 +2,8 @@
 # tokenizers (Hub ids or local folders). Hub datasets are fetched once each; one job per
 # tokenizer writes results/tokenizer_eval/<name>.json; one job writes the tables and plots.
 
-from nanogerman.tokenizer_eval import PLOT_FORMATS, PLOT_NAMES
+from nanogerman.plots import PLOT_FORMATS
+from nanogerman.tokenizer_eval import PLOT_NAMES
 
 TOKENIZER_EVAL = f"{RESULTS}/tokenizer_eval"
 TOKENIZER_EVAL_SUMMARY = f"{TOKENIZER_EVAL}/summary"

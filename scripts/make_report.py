@@ -1,6 +1,7 @@
 """Snakemake script for rule results_report: overview, run and tokenizer tables, plots, provenance."""
 
-from nanogerman.report import git_commit, write_report
+from nanogerman.provenance import git_commit
+from nanogerman.report import write_report
 from nanogerman.stage import run_stage
 
 

@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from hub_stand_in import HubStandIn
-from nanogerman.corpus import ShardError, ShardSource, check_shard, fetch_shard, retry_transient, sha256_of
+from nanogerman.corpus import ShardError, ShardSource, check_shard, fetch_shard, sha256_of
+from nanogerman.hub import retry_transient
 
 
 def write_parquet(path: Path, table: pa.Table) -> Path:
@@ -210,7 +211,7 @@ def test_hub_download_cut_midway_resumes_with_a_range_request(tmp_path, hub):
 def test_hub_failure_that_outlives_the_retries(tmp_path, hub):
     hub.fail("shard_00000", times=100, status=503, method="GET")
     out = tmp_path / "corpus"
-    with pytest.raises(ShardError, match=r"download failed after 2 attempts \(.*503"):
+    with pytest.raises(ShardError, match=r"the Hub did not answer after 2 attempts \(.*503"):
         fetch_shard(hub_source(retries=1), 0, out / "shard_00000.parquet", out / "shard_00000.json")
     assert leftovers(out) == []
 

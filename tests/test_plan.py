@@ -29,8 +29,25 @@ def planned_jobs(output: str) -> dict[str, int]:
     return counts
 
 
+SCENARIOS = sorted(path.name for path in (REPO / ".test").glob("*.yaml"))
+
+
 def test_every_config_file_is_covered():
     assert {"config.yaml", "nano-german.yaml"} <= set(CONFIGS)
+    assert {"gcs-source.yaml", "tpu.yaml"} <= set(SCENARIOS)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_static_scenario_plans_from_the_repository_root(scenario):
+    """.test/: a gs:// corpus source and a tpu run set, each dry-run as a user types it."""
+    result = snakemake_at_root(REPO, "-n", f"--configfile=.test/{scenario}")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    config = yaml.safe_load((REPO / ".test" / scenario).read_text(encoding="utf-8"))
+    jobs = planned_jobs(output)
+    assert jobs.get("corpus_shard") == 5 and jobs.get("train_run") == len(config["training"]["runs"]), output[-3000:]
+    if config["training"].get("backend") == "tpu":
+        assert jobs.get("train_fit") == len(config["training"]["runs"]), output[-3000:]
 
 
 # The embedded default names no Google Cloud project: with the tpu profile it stops with one line (tested below).

@@ -24,7 +24,6 @@ import yaml
 from conftest import REPO, VENV_BIN, default_config
 from nanogerman.config import ConfigError, validate_config
 from nanogerman.report import (
-    UNKNOWN_COMMIT,
     FlagSettings,
     ReportError,
     ReportSettings,
@@ -32,7 +31,6 @@ from nanogerman.report import (
     Score,
     assemble_models,
     average,
-    git_commit,
     loss_drop,
     markdown_report,
     missing_tasks,
@@ -280,15 +278,6 @@ def test_table_helpers():
     assert table.markdown() == "| Name | Value |\n|---|---:|\n| a\\|b | --- |\n"
     with pytest.raises(ValueError):
         table.add(["only one"])
-
-
-def test_git_commit(tmp_path, monkeypatch):
-    monkeypatch.delenv("NANOGERMAN_GIT_COMMIT", raising=False)
-    if shutil.which("git") and (REPO / ".git").exists():
-        assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", git_commit(REPO))
-    assert git_commit(tmp_path) == UNKNOWN_COMMIT
-    monkeypatch.setenv("NANOGERMAN_GIT_COMMIT", "1234abcd")
-    assert git_commit(tmp_path) == "1234abcd"
 
 
 def test_report_config_is_checked():

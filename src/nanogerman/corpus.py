@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -25,6 +23,8 @@ import pyarrow.parquet as pq
 from nanogerman.atomic import atomic_path, write_json
 from nanogerman.errors import StageError, first_line
 from nanogerman.gcs import gcs_filesystem, split_gcs_uri
+from nanogerman.hub import HubTarget, call_hub
+from nanogerman.hub import endpoint as hub_endpoint
 
 log = logging.getLogger(__name__)
 
@@ -196,63 +196,19 @@ def _fetch_gcs(source: ShardSource, index: int, destination: Path) -> dict:
 def _fetch_hub(source: ShardSource, index: int, destination: Path) -> dict:
     """Download through ``huggingface_hub`` (cached, resumable), retrying transient failures."""
     import huggingface_hub
-    from huggingface_hub import errors as hub_errors
 
-    filename = source.filename(index)
     label = source.uri(index)
-    permanent = {
-        hub_errors.RepositoryNotFoundError: f"{label}: dataset repo {source.location!r} not found on the Hub (or it is private; check corpus.location and your HF_TOKEN)",
-        hub_errors.RevisionNotFoundError: f"{label}: revision {source.revision!r} not found in {source.location!r} (check corpus.revision)",
-        hub_errors.EntryNotFoundError: f"{label}: shard not found in the Hub repo",
-        hub_errors.GatedRepoError: f"{label}: the repo is gated; accept its terms on the Hub and set HF_TOKEN",
-    }
-
-    def attempt() -> str:
-        # HF_ENDPOINT is read here, not at import time, so a mirror (or the tests' stand-in) set later is honoured.
-        return huggingface_hub.hf_hub_download(
-            repo_id=source.location, filename=filename, repo_type="dataset", revision=source.revision,
-            endpoint=os.environ.get("HF_ENDPOINT") or None,
-        )
-
-    try:
-        cached = retry_transient(attempt, retries=source.retries, backoff_seconds=source.backoff_seconds, label=label,
-                                 permanent=tuple(permanent))
-    except tuple(permanent) as error:
-        raise ShardError(next(message for kind, message in permanent.items() if isinstance(error, kind))) from None
-    except Exception as error:  # transient errors that outlived the retries
-        raise ShardError(f"{label}: download failed after {source.retries + 1} attempts ({first_line(error)})") from None
+    target = HubTarget(label, source.location, source.revision, repo_key="corpus.location", revision_key="corpus.revision",
+                       missing_file="shard not found in the Hub repo")
+    cached = call_hub(
+        lambda: huggingface_hub.hf_hub_download(repo_id=source.location, filename=source.filename(index), repo_type="dataset",
+                                                revision=source.revision, endpoint=hub_endpoint()),
+        target, retries=source.retries, backoff_seconds=source.backoff_seconds, error=ShardError,
+    )
     shutil.copyfile(cached, destination)
     # hf_hub_download stores files under .../snapshots/<commit>/<filename>: record the commit.
     commit = Path(cached).parent.name if Path(cached).parent.parent.name == "snapshots" else None
     return {"revision": source.revision, "commit": commit}
-
-
-def retry_transient(
-    attempt: Callable[[], str],
-    *,
-    retries: int,
-    backoff_seconds: float,
-    label: str,
-    permanent: tuple[type[BaseException], ...] = (),
-    sleep: Callable[[float], None] = time.sleep,
-) -> str:
-    """Call ``attempt`` until it succeeds, waiting ``backoff_seconds * 2**k`` between tries.
-
-    Exceptions of the ``permanent`` types (a repo or file that does not exist) are
-    raised at once; anything else is treated as transient until the retries run out.
-    """
-    for number in range(retries + 1):
-        try:
-            return attempt()
-        except permanent:
-            raise
-        except Exception as error:
-            if number == retries:
-                raise
-            wait = backoff_seconds * 2**number
-            log.warning("%s: attempt %d failed (%s); retrying in %.1f s", label, number + 1, first_line(error), wait)
-            sleep(wait)
-    raise AssertionError("unreachable")
 
 
 _FETCHERS = {"local": _fetch_local, "hub": _fetch_hub, "gcs": _fetch_gcs}

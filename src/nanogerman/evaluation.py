@@ -27,12 +27,12 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from nanogerman.atomic import write_json
 from nanogerman.errors import StageError, first_line
+from nanogerman.provenance import package_versions
 from nanogerman.offline_tasks import generated_task_yaml, local_override_yaml, write_yaml
 
 log = logging.getLogger(__name__)
@@ -272,7 +272,7 @@ def run_lm_eval(spec: ModelSpec, tasks: Sequence[str], settings: EvalSettings, *
     results.setdefault("config", {})["model_args"] = model_args_text(spec, settings)
     results["config"]["model"] = "hf"
     results["nanogerman"] = {"model": spec.name, "kind": spec.kind, "path": spec.path, "revision": spec.revision,
-                             "seconds": round(time.time() - started, 3), "versions": versions()}
+                             "seconds": round(time.time() - started, 3), "versions": package_versions(VERSIONED_PACKAGES)}
     return results
 
 
@@ -398,7 +398,7 @@ def evaluate_bits_per_byte(spec: ModelSpec, settings: EvalSettings, texts: Seque
         "results": {BPB_TASK: entry},
         "config": {"model": "hf", "model_args": model_args_text(spec, settings)},
         "nanogerman": {"model": spec.name, "kind": spec.kind, "path": spec.path, "revision": spec.revision,
-                       "source": source or {}, "seconds": round(time.time() - started, 3), "versions": versions()},
+                       "source": source or {}, "seconds": round(time.time() - started, 3), "versions": package_versions(VERSIONED_PACKAGES)},
     }
     write_json(out, results)
     log.info("%s: %.4f bits per byte over %d bytes (uniform over the vocabulary: %.4f)", spec.name,
@@ -439,16 +439,6 @@ def write_summary(rows: Sequence[dict], out: str | Path) -> None:
 
 def _cell(value: Any) -> str:
     return "" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
-
-
-def versions() -> dict:
-    found = {}
-    for name in VERSIONED_PACKAGES:
-        try:
-            found[name] = metadata.version(name.replace("_", "-") if name == "lm_eval" else name)
-        except metadata.PackageNotFoundError:
-            found[name] = None
-    return found
 
 
 # --- the config: which runs are exported, which models evaluated ---------------------------------

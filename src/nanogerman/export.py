@@ -33,7 +33,6 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -41,6 +40,7 @@ import yaml
 
 from nanogerman.atomic import atomic_path, write_json
 from nanogerman.errors import StageError, first_line
+from nanogerman.provenance import package_versions
 from nanogerman.training import format_value
 
 log = logging.getLogger(__name__)
@@ -355,7 +355,7 @@ def generation_config(inputs: ExportInputs) -> dict:
         "eos_token_id": stats.get("eos_token_id"),
         "pad_token_id": stats.get("pad_token_id"),
         "max_length": inputs.max_length,
-        "transformers_version": _version("transformers"),
+        "transformers_version": package_versions(["transformers"])["transformers"],
     }
 
 
@@ -508,7 +508,7 @@ def export_run(
             "logits_check": {**figures, "token_ids": ids.tolist()},
             "converter": [CONVERT_MODULE, *convert[3:]],
             "seconds": round(clock() - started, 3),
-            "versions": versions(),
+            "versions": package_versions(VERSIONED_PACKAGES),
         }
         write_json(folder / "logits_check.json", report)
     log.info("run %s: exported step %d to %s; max |logit difference| %.3g (tolerance %g)",
@@ -562,17 +562,6 @@ def publish_export(folder: str | Path, repo_id: str, out: str | Path, *, private
 
 
 # --- small helpers ------------------------------------------------------------------------------
-
-
-def versions() -> dict:
-    return {name: _version(name) for name in VERSIONED_PACKAGES}
-
-
-def _version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def _parse_value(text: str) -> Any:

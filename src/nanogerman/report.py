@@ -36,10 +36,7 @@ import hashlib
 import json
 import logging
 import math
-import os
-import subprocess
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -47,13 +44,11 @@ from nanogerman.atomic import atomic_path, write_json
 from nanogerman.config import ConfigError
 from nanogerman.errors import StageError
 from nanogerman.offline_tasks import NextPassageSpec
+from nanogerman.provenance import file_sha256, git_commit, package_versions
 from nanogerman.tables import MISSING, Cell, Table, best_positions
 
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-UNKNOWN_COMMIT = "unknown (not a git checkout)"
-COMMIT_VARIABLE = "NANOGERMAN_GIT_COMMIT"  # set it where the code is not a git checkout (a tarball, a container)
 
 DEFAULT_CHANCE: dict[str, float | None] = {
     "arc_de": 0.25,
@@ -514,25 +509,6 @@ def run_table(runs: Sequence[Run], flags: FlagSettings) -> Table:
 # --- provenance ----------------------------------------------------------------------------------
 
 
-def git_commit(root: str | Path = PROJECT_ROOT) -> str:
-    """The project's commit (``git rev-parse HEAD``, '-dirty' with uncommitted changes to tracked files).
-
-    Outside a git checkout: ``$NANOGERMAN_GIT_COMMIT`` if set, else :data:`UNKNOWN_COMMIT`.
-    """
-    def git(*args: str) -> subprocess.CompletedProcess | None:
-        try:
-            return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30)
-        except (OSError, subprocess.SubprocessError):
-            return None
-
-    head = git("rev-parse", "HEAD")
-    if head is None or head.returncode != 0 or not head.stdout.strip():
-        return os.environ.get(COMMIT_VARIABLE) or UNKNOWN_COMMIT
-    status = git("status", "--porcelain", "--untracked-files=no")
-    dirty = status is not None and status.returncode == 0 and bool(status.stdout.strip())
-    return head.stdout.strip() + ("-dirty" if dirty else "")
-
-
 def format_versions(versions: dict) -> str:
     """'flax 0.12.0, jax 0.8.1, …' (sorted; packages without a version left out)."""
     return ", ".join(f"{name} {version}" for name, version in sorted(versions.items()) if version)
@@ -560,17 +536,7 @@ def provenance_table(models: Sequence[Model], commit: str) -> Table:
 
 
 def report_versions() -> dict[str, str | None]:
-    found = {}
-    for name in ("nanogerman", "pandas", "matplotlib", "snakemake", "lm_eval", "transformers"):
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = None
-    return found
-
-
-def file_digest(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return package_versions(("nanogerman", "pandas", "matplotlib", "snakemake", "lm_eval", "transformers"))
 
 
 # --- CSV frames ----------------------------------------------------------------------------------
@@ -860,7 +826,7 @@ def write_report(
     record = {
         "git_commit": commit,
         "versions": report_versions(),
-        "inputs": {str(path): file_digest(path) for path in inputs},
+        "inputs": {str(path): file_sha256(path) for path in inputs},
         "models": {model.name: {"kind": model.kind, **model_provenance(model, commit)} for model in models},
         "settings": {
             "columns": [column.key for column in columns],

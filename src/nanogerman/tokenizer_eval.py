@@ -27,7 +27,6 @@ import os
 import re
 import time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -36,7 +35,10 @@ import pyarrow.parquet as pq
 
 from nanogerman.atomic import atomic_path, write_json
 from nanogerman.errors import StageError, first_line
-from nanogerman.plots import PLOT_FORMATS, pyplot, save_figure
+from nanogerman.hub import HubTarget, call_hub
+from nanogerman.hub import endpoint as hub_endpoint
+from nanogerman.provenance import package_versions
+from nanogerman.plots import pyplot, save_figure
 from nanogerman.tables import best_positions, latex_escape
 
 log = logging.getLogger(__name__)
@@ -331,30 +333,13 @@ def fetch_hub_dataset(
     the commit read, the files and the counts. Transient failures are retried.
     """
     import huggingface_hub
-    from huggingface_hub import errors as hub_errors
 
-    from nanogerman.corpus import retry_transient
-
-    endpoint = os.environ.get("HF_ENDPOINT") or None  # read now, so a mirror or test stand-in set later counts
-    permanent = {
-        hub_errors.RepositoryNotFoundError: f"{spec.label}: dataset repo {spec.repo!r} not found on the Hub "
-        "(or it is private; check the hub key and your HF_TOKEN)",
-        hub_errors.RevisionNotFoundError: f"{spec.label}: revision {spec.revision!r} not found (check the revision key)",
-        hub_errors.GatedRepoError: f"{spec.label}: the repo is gated; accept its terms on the Hub and set HF_TOKEN",
-        hub_errors.EntryNotFoundError: f"{spec.label}: a data file vanished from the repo while reading it; run again",
-    }
+    endpoint = hub_endpoint()  # read now, so a mirror or test stand-in set later counts
+    target = HubTarget(spec.label, spec.repo, spec.revision, repo_key="the hub key", revision_key="the revision key",
+                       missing_file="a data file vanished from the repo while reading it; run again")
 
     def hub_call(attempt: Callable[[], Any]) -> Any:
-        try:
-            return retry_transient(attempt, retries=retries, backoff_seconds=backoff_seconds, label=spec.label,
-                                   permanent=tuple(permanent))
-        except tuple(permanent) as error:
-            raise TokenizerEvalError(next(text for kind, text in permanent.items() if isinstance(error, kind))) from None
-        except Exception as error:  # transient errors that outlived the retries
-            raise TokenizerEvalError(
-                f"{spec.label}: the Hub did not answer after {retries + 1} attempts ({first_line(error)}); "
-                "check the network or set HF_ENDPOINT to a mirror"
-            ) from None
+        return call_hub(attempt, target, retries=retries, backoff_seconds=backoff_seconds, error=TokenizerEvalError)
 
     api = huggingface_hub.HfApi(endpoint=endpoint)
     info = hub_call(lambda: api.dataset_info(spec.repo, revision=spec.revision))
@@ -599,8 +584,8 @@ def pooled(stats: Iterable[TextStats]) -> TextStats:
     return total
 
 
-def library_versions() -> dict[str, str]:
-    return {name: metadata.version(name) for name in ("tokenizers", "transformers", "huggingface_hub", "pyarrow")}
+def library_versions() -> dict[str, str | None]:
+    return package_versions(("tokenizers", "transformers", "huggingface_hub", "pyarrow"))
 
 
 def evaluate_tokenizer(

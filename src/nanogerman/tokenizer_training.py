@@ -27,7 +27,6 @@ import pickle
 import threading
 import time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from queue import Full, Queue
 from typing import Any, Callable, Iterable, Iterator
@@ -37,6 +36,7 @@ import pyarrow.parquet as pq
 
 from nanogerman.atomic import atomic_path, write_json
 from nanogerman.errors import StageError, first_line
+from nanogerman.provenance import package_versions
 
 log = logging.getLogger(__name__)
 
@@ -392,8 +392,8 @@ def check_same_ids(encoding, tokenizer, texts: Iterable[str]) -> int:
 # --- the stage -------------------------------------------------------------------------------
 
 
-def library_versions() -> dict[str, str]:
-    return {name: metadata.version(name) for name in ("rustbpe", "tiktoken", "tokenizers", "transformers", "pyarrow")}
+def library_versions() -> dict[str, str | None]:
+    return package_versions(("rustbpe", "tiktoken", "tokenizers", "transformers", "pyarrow"))
 
 
 def train_tokenizer(
