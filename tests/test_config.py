@@ -117,3 +117,16 @@ def test_snakemake_stops_before_any_job_with_one_line(tmp_path, base_config, sna
     assert "config error: corpus.source is 'ftp'; expected one of 'local', 'hub', 'gcs'" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_the_same_settings_in_another_key_order_give_the_same_params(base_config):
+    """Snakemake compares params by their text: the validated config has its mapping keys in one canonical order."""
+    import json
+
+    reordered = json.loads(json.dumps(base_config))
+    reordered["tokenizers"] = [dict(reversed(list(entry.items()))) for entry in reordered["tokenizers"]]
+    reordered = dict(reversed(list(reordered.items())))
+    first, second = validate_config(base_config), validate_config(reordered)
+    assert repr(first) == repr(second)
+    assert list(first) == sorted(first) and list(first["tokenizers"][0]) == sorted(first["tokenizers"][0])
+    assert [entry["name"] for entry in first["tokenizers"]] == [entry["name"] for entry in base_config["tokenizers"]]

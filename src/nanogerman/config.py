@@ -51,7 +51,21 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
         raise ConfigError(describe_error(error))
     filled = fill_defaults(copy.deepcopy(config), schema, schema)
     check_references(filled)
-    return filled
+    return canonical(filled)
+
+
+def canonical(value: Any) -> Any:
+    """``value`` with every mapping's keys in sorted order (lists keep theirs).
+
+    Snakemake compares a job's params by their text, and a dict's text follows its key
+    order: without this, the same settings written in another order (or a default filled
+    in) would count as a change and rerun the job and everything after it.
+    """
+    if isinstance(value, dict):
+        return {key: canonical(value[key]) for key in sorted(value, key=str)}
+    if isinstance(value, list):
+        return [canonical(item) for item in value]
+    return value
 
 
 def key_path(parts: Iterable[Any]) -> str:
