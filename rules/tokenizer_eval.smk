@@ -3,7 +3,7 @@
 # tokenizer writes results/tokenizer_eval/<name>.json; one job writes the tables and plots.
 
 from nanogerman.plots import PLOT_FORMATS
-from nanogerman.tokenizer_eval import PLOT_NAMES
+from nanogerman.tokenizer_eval_summary import PLOT_NAMES
 
 TOKENIZER_EVAL = f"{RESULTS}/tokenizer_eval"
 TOKENIZER_EVAL_SUMMARY = f"{TOKENIZER_EVAL}/summary"

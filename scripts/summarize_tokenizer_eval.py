@@ -1,7 +1,7 @@
 """Snakemake script for rule tokenizer_eval_summary: Markdown, CSV and LaTeX tables and plots."""
 
 from nanogerman.stage import run_stage
-from nanogerman.tokenizer_eval import summarize
+from nanogerman.tokenizer_eval_summary import summarize
 
 
 def main(snakemake):

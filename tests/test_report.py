@@ -44,7 +44,7 @@ from nanogerman.report import (
     select_columns,
 )
 from nanogerman.tables import Cell, Table, best_positions
-from nanogerman.tokenizer_eval import markdown_table as tokenizer_markdown
+from nanogerman.tokenizer_eval_summary import markdown_table as tokenizer_markdown
 
 DATA = Path(__file__).parent / "data" / "report"
 SEED_TASKS = ["arc_de", "hellaswag_de", "m_mmlu_de", "truthfulqa_de_mc1", "truthfulqa_de_mc2"]

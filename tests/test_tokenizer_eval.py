@@ -23,16 +23,12 @@ from nanogerman.tokenizer_eval import (
     evaluate_texts,
     evaluate_tokenizer,
     fetch_hub_dataset,
-    format_metric,
     hub_split_files,
-    latex_table,
     load_tokenizer,
-    markdown_table,
     one_at_a_time_encoder,
-    plot_metric,
     read_text_batches,
-    summarize,
 )
+from nanogerman.tokenizer_eval_summary import format_metric, latex_table, markdown_table, plot_metric, summarize
 from nanogerman.tokenizer_training import TokenizerSpec, train_tokenizer
 
 TINY_VOCAB = {"[UNK]": 0, "a": 1, "b": 2, "c": 3, "d": 4, "<s>": 5}

@@ -9,7 +9,7 @@ Inputs, each read by one small function (adapt a changed key there):
   ``"acc_stderr,none"``, ``"acc_norm,none"``, ``"bits_per_byte,none"`` …, and the versions
   the evaluation stage adds under ``nanogerman.versions``); any other file in the same
   ``results`` shape (the evaluation stage's ``bits_per_byte.json``) adds scores to the same model;
-- the tokenizer evaluation's per-tokenizer JSON, through :mod:`nanogerman.tokenizer_eval`.
+- the tokenizer evaluation's per-tokenizer JSON, through :mod:`nanogerman.tokenizer_eval_summary`.
 
 Outputs: the overview (a row per model, a column per task metric, Avg., flags), the run
 table and the tokenizer table as Markdown, CSV and LaTeX, an HTML page of the Markdown for
@@ -46,6 +46,11 @@ from nanogerman.errors import StageError
 from nanogerman.offline_tasks import NextPassageSpec
 from nanogerman.provenance import file_sha256, git_commit, package_versions
 from nanogerman.tables import MISSING, Cell, Table, best_positions
+from nanogerman.tokenizer_eval import METRICS as TOKENIZER_METRICS
+from nanogerman.tokenizer_eval_summary import latex_table as tokenizer_latex
+from nanogerman.tokenizer_eval_summary import load_results
+from nanogerman.tokenizer_eval_summary import markdown_table as tokenizer_markdown
+from nanogerman.tokenizer_eval_summary import plot_metric, summary_frame
 
 log = logging.getLogger(__name__)
 
@@ -588,7 +593,6 @@ def tokenizers_frame(results: Sequence[dict], commit: str):
     """The tokenizer evaluation's summary rows with provenance: library versions, Hub commit, project commit."""
     import pandas as pd
 
-    from nanogerman.tokenizer_eval import summary_frame
 
     frame = summary_frame(list(results)) if results else pd.DataFrame(columns=["tokenizer"])
     frame["versions"] = [format_versions(result.get("versions") or {}) for result in results]
@@ -603,7 +607,6 @@ def tokenizers_frame(results: Sequence[dict], commit: str):
 def markdown_report(models: Sequence[Model], columns: Sequence[Column], runs: Sequence[Run], tokenizer_results: Sequence[dict],
                     settings: ReportSettings, commit: str) -> str:
     """The whole report as one Markdown page: overview, run table, tokenizer table, provenance."""
-    from nanogerman.tokenizer_eval import markdown_table as tokenizer_markdown
 
     flags = settings.flags
     sections = ["# Results", "## Models"]
@@ -743,8 +746,7 @@ def plot_tasks(models: Sequence[Model], columns: Sequence[Column], flags: FlagSe
 
 
 def plot_tokenizers(results: Sequence[dict], folder: str | Path) -> list[Path]:
-    """The tokenizer evaluation's bar chart per GerTokEval metric (``tokenizer_eval.plot_metric``), in ``folder``."""
-    from nanogerman.tokenizer_eval import METRICS as TOKENIZER_METRICS, plot_metric
+    """The tokenizer evaluation's bar chart per GerTokEval metric (``tokenizer_eval_summary.plot_metric``), in ``folder``."""
 
     written = []
     for metric in TOKENIZER_METRICS:
@@ -756,7 +758,6 @@ def plot_tokenizers(results: Sequence[dict], folder: str | Path) -> list[Path]:
 
 
 def tokenizer_plot_names() -> list[str]:
-    from nanogerman.tokenizer_eval import METRICS as TOKENIZER_METRICS
 
     return [metric.key for metric in TOKENIZER_METRICS]
 
@@ -790,7 +791,6 @@ def write_report(
     commit: str | None = None,
 ) -> dict:
     """Read every input, write every table, page and plot; returns the provenance record."""
-    from nanogerman.tokenizer_eval import latex_table as tokenizer_latex, load_results
 
     if len(runs) != len(curves):
         raise ReportError(f"report: {len(runs)} training manifests but {len(curves)} metrics files")
