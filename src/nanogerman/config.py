@@ -21,14 +21,21 @@ from typing import Any, Iterable
 import jsonschema
 import yaml
 
-from nanogerman.errors import StageError
+from nanogerman.evaluation import check_export_evaluation
+from nanogerman.selection import (  # noqa: F401 (re-exported: the Snakefile and scripts select through config)
+    ConfigError,
+    all_shards,
+    check_shard_set_name,
+    check_unique_names,
+    parse_shards,
+    shard_name,
+    shard_set,
+    tokenizer_entry,
+)
+from nanogerman.tokenizer_training import TokenizerError, check_vocab_size
+from nanogerman.training import TrainingError, check_training
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
-_SHARD_SPEC = re.compile(r"^\s*\d+(\s*-\s*\d+)?(\s*,\s*\d+(\s*-\s*\d+)?)*\s*$")
-
-
-class ConfigError(StageError):
-    """The configuration is invalid; the message is one line naming the key."""
 
 
 def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
@@ -163,54 +170,6 @@ def _resolve(schema: dict, root: dict) -> dict:
     return schema
 
 
-def parse_shards(spec: int | str | list[int], key: str = "shards") -> list[int]:
-    """Parse a shard spec into sorted unique indices.
-
-    Accepts an integer (``4``), a list of integers (``[0, 2]``) or a string of
-    inclusive ranges (``"0-239"``, ``"0-3,7"``).
-    """
-    if isinstance(spec, bool):
-        raise ConfigError(f"config error: {key} is {spec!r}; expected shard indices like 0, [0, 2] or '0-239'")
-    if isinstance(spec, int):
-        indices = [spec]
-    elif isinstance(spec, list):
-        indices = list(spec)
-    elif isinstance(spec, str) and _SHARD_SPEC.match(spec):
-        indices = []
-        for part in spec.split(","):
-            first, _, last = part.strip().partition("-")
-            first_index, last_index = int(first), int(last or first)
-            if last_index < first_index:
-                raise ConfigError(f"config error: {key} has the range {part.strip()!r}, whose end is before its start")
-            indices.extend(range(first_index, last_index + 1))
-    else:
-        raise ConfigError(f"config error: {key} is {spec!r}; expected shard indices like 0, [0, 2] or '0-239'")
-    if any(not isinstance(index, int) or isinstance(index, bool) or index < 0 for index in indices):
-        raise ConfigError(f"config error: {key} is {spec!r}; shard indices must be integers >= 0")
-    return sorted(set(indices))
-
-
-def shard_set(config: dict, name: str) -> list[int]:
-    """The shard indices of the named set in ``corpus.shard_sets``."""
-    sets = config["corpus"]["shard_sets"]
-    if name not in sets:
-        raise ConfigError(f"config error: unknown shard set {name!r}; corpus.shard_sets defines {', '.join(sorted(sets))}")
-    return parse_shards(sets[name], f"corpus.shard_sets.{name}")
-
-
-def all_shards(config: dict) -> list[int]:
-    """Every shard index named in any shard set: what the corpus stage fetches."""
-    indices: set[int] = set()
-    for name in config["corpus"]["shard_sets"]:
-        indices.update(shard_set(config, name))
-    return sorted(indices)
-
-
-def shard_name(index: int) -> str:
-    """The workflow's own name for a shard, independent of the source's file pattern."""
-    return f"shard_{index:05d}"
-
-
 def check_references(config: dict) -> None:
     """Check what a schema cannot: names that point into other sections.
 
@@ -245,8 +204,6 @@ def _check_dataset_splits(config: dict) -> None:
 
 def _check_tokenizers(config: dict) -> None:
     """Tokenizer names are unique, their shard sets exist and their vocabularies hold bytes and specials."""
-    from nanogerman.tokenizer_training import TokenizerError, check_vocab_size
-
     entries = config.get("tokenizers") or []
     check_unique_names(entries, "tokenizers")
     for position, entry in enumerate(entries):
@@ -284,38 +241,8 @@ def _check_tokenizer_eval(config: dict) -> None:
             )
 
 
-def tokenizer_entry(config: dict, name: str) -> dict:
-    """The ``tokenizers`` entry called ``name``."""
-    for entry in config.get("tokenizers") or []:
-        if entry["name"] == name:
-            return entry
-    known = ", ".join(entry["name"] for entry in config.get("tokenizers") or []) or "none"
-    raise ConfigError(f"config error: unknown tokenizer {name!r}; tokenizers defines {known}")
-
-
-def check_shard_set_name(config: dict, name: Any, key: str) -> None:
-    """Fail unless ``name`` (found at ``key``) names a set in ``corpus.shard_sets``."""
-    sets = config["corpus"]["shard_sets"]
-    if name not in sets:
-        raise ConfigError(
-            f"config error: {key} is {name!r}; expected the name of a shard set in corpus.shard_sets ({', '.join(sorted(sets))})"
-        )
-
-
-def check_unique_names(entries: list[dict], key: str) -> None:
-    """Fail if two entries of the list at ``key`` share a ``name``."""
-    seen: set[str] = set()
-    for position, entry in enumerate(entries):
-        name = entry.get("name")
-        if name in seen:
-            raise ConfigError(f"config error: {key}[{position}].name {name!r} is used twice; names must be unique")
-        seen.add(name)
-
-
 def _check_training(config: dict) -> None:
     """training.runs name known tokenizers, existing model files and a batch that divides over the devices."""
-    from nanogerman.training import TrainingError, check_training
-
     try:
         check_training(config)
     except TrainingError as error:
@@ -324,6 +251,4 @@ def _check_training(config: dict) -> None:
 
 def _check_export_evaluation(config: dict) -> None:
     """export and evaluation name training runs, exported runs, shard sets and existing local data folders."""
-    from nanogerman.evaluation import check_export_evaluation
-
     check_export_evaluation(config)

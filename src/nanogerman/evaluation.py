@@ -32,6 +32,7 @@ from typing import Any, Iterable, Sequence
 
 from nanogerman.atomic import write_json
 from nanogerman.errors import StageError, first_line
+from nanogerman.selection import ConfigError, check_shard_set_name, check_unique_names
 from nanogerman.provenance import package_versions
 from nanogerman.offline_tasks import generated_task_yaml, local_override_yaml, write_yaml
 
@@ -478,8 +479,6 @@ def evaluated_models(config: dict) -> list[str]:
 
 def check_export_evaluation(config: dict) -> None:
     """Names in ``export`` and ``evaluation`` that point at runs, shard sets and folders; one-line errors."""
-    from nanogerman.config import ConfigError, check_shard_set_name, check_unique_names
-
     runs = training_run_names(config)
     export = config.get("export") or {}
     chosen = export.get("runs", True)

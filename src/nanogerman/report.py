@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from nanogerman.atomic import atomic_path, write_json
-from nanogerman.config import ConfigError
+from nanogerman.selection import ConfigError
 from nanogerman.errors import StageError
 from nanogerman.offline_tasks import NextPassageSpec
 from nanogerman.provenance import file_sha256, git_commit, package_versions

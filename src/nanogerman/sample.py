@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from nanogerman.atomic import atomic_path
-from nanogerman.config import shard_name
+from nanogerman.selection import shard_name
 
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "resources" / "german_sample"
 TRAIN_SHARDS = 4

@@ -41,6 +41,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from nanogerman.atomic import atomic_path, write_json
 from nanogerman.errors import StageError
+from nanogerman.selection import check_unique_names, tokenizer_entry
 
 log = logging.getLogger(__name__)
 maxtext_log = logging.getLogger("maxtext")
@@ -284,8 +285,6 @@ def plan_runs(config: dict) -> list[RunPlan]:
 
 def check_training(config: dict) -> None:
     """Config checks a schema cannot express; raises ConfigError-compatible one-line TrainingErrors."""
-    from nanogerman.config import check_unique_names, tokenizer_entry
-
     training = config.get("training")
     if not training:
         return

@@ -1,0 +1,85 @@
+"""Structure gate: no module of src/nanogerman over MAX_LINES lines, and no import cycle between its modules.
+
+Every import of a ``nanogerman`` module counts, at module level or inside a function, so a
+function-level import used to dodge a cycle is still seen as one. Prints each problem on
+one line and exits 1 if there is any.
+
+    .venv/bin/python .ci/structure.py
+"""
+
+import ast
+import sys
+from pathlib import Path
+
+MAX_LINES = 600
+PACKAGE = "nanogerman"
+
+
+def imported_modules(path: Path) -> set[str]:
+    """The nanogerman modules a file imports, anywhere in it."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module and (node.module == PACKAGE or node.module.startswith(PACKAGE + ".")):
+            if node.module == PACKAGE:
+                found.update(f"{PACKAGE}.{alias.name}" for alias in node.names)
+            else:
+                found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.startswith(PACKAGE + "."))
+    return found
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One cycle per strongly connected component with more than one module (or a self-import)."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in sorted(graph.get(node, ())):
+            if target not in graph:
+                continue
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1 or node in graph.get(node, ()):
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def main() -> int:
+    source = Path(__file__).resolve().parents[1] / "src" / PACKAGE
+    problems = []
+    graph = {}
+    for path in sorted(source.glob("*.py")):
+        name = f"{PACKAGE}.{path.stem}" if path.stem != "__init__" else PACKAGE
+        lines = len(path.read_text(encoding="utf-8").splitlines())
+        if lines > MAX_LINES:
+            problems.append(f"{path.relative_to(source.parents[1])}: {lines} lines (at most {MAX_LINES}); split it by purpose")
+        graph[name] = imported_modules(path) - {name}
+    for component in cycles(graph):
+        problems.append(f"import cycle between {', '.join(component)}")
+    for problem in problems:
+        print(f"structure: {problem}", file=sys.stderr)
+    if not problems:
+        print(f"structure: {len(graph)} modules, none over {MAX_LINES} lines, no import cycle", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
