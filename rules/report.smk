@@ -72,7 +72,7 @@ rule results_report:
                                category="3. Plots", subcategory="Tokenizers", caption="../report/tokenizer_plots.rst"),
         png=[_report_plots(name, "png") for name in ("loss_curves", "tasks", *(f"tokenizers/{key}" for key in _tokenizer_plot_names()))],
     params:
-        settings=REPORT_SETTINGS,
+        settings=REPORT_SETTINGS.as_param(),  # builtins: Snakemake reruns the report when one changes
         evaluations=report_evaluations(),
         plots_dir=f"{REPORT}/plots",
         project_root=workflow.basedir,

@@ -1,7 +1,7 @@
 """Snakemake script for rule results_report: overview, run and tokenizer tables, plots, provenance."""
 
 from nanogerman.provenance import git_commit
-from nanogerman.report import write_report
+from nanogerman.report import ReportSettings, write_report
 from nanogerman.stage import run_stage
 
 
@@ -11,7 +11,7 @@ def main(snakemake):
         curves=list(snakemake.input.curves),
         evaluations=snakemake.params.evaluations,
         tokenizers=list(snakemake.input.tokenizers),
-        settings=snakemake.params.settings,
+        settings=ReportSettings.from_param(snakemake.params.settings),
         outputs=dict(snakemake.output.items()),
         plots_dir=snakemake.params.plots_dir,
         commit=git_commit(snakemake.params.project_root),

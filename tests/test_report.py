@@ -470,3 +470,15 @@ def test_report_of_the_embedded_default_run_without_training(tmp_path, base_conf
     assert reported.returncode == 0, reported.stderr[-3000:]
     text = (tmp_path / "results" / "report.html").read_text()
     assert "fertility.svg" in text and "results_report" in text and "tokenizer_eval" in text
+
+
+def test_report_settings_reach_the_job_as_builtins_and_come_back_equal():
+    """Snakemake tracks only builtin params: an object param would never rerun the report when a flag changes."""
+    config = validate_config(default_config())
+    config["report"]["flags"]["chance_stderrs"] = 3.0
+    config["report"]["average_tasks"] = ["next_passage_de"]
+    settings = ReportSettings.from_config(config)
+    param = settings.as_param()
+    assert json.loads(json.dumps(param)) == json.loads(json.dumps(param))  # only builtins inside
+    assert param["flags"]["chance_stderrs"] == 3.0
+    assert ReportSettings.from_param(json.loads(json.dumps(param))) == settings

@@ -33,6 +33,7 @@ value (e.g. an untrained model's score) in ``report.chance`` to draw and flag it
 from __future__ import annotations
 
 import hashlib
+import dataclasses
 import json
 import logging
 import math
@@ -285,6 +286,20 @@ class ReportSettings:
                 learning_rate_range=(float(low), float(high)),
             ),
         )
+
+
+    def as_param(self) -> dict:
+        """These settings as builtins, for a rule's ``params``: Snakemake sees a change in a dict, not in an object."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_param(cls, value: dict) -> "ReportSettings":
+        """The inverse of :meth:`as_param`."""
+        value = dict(value)
+        flags = dict(value.pop("flags"))
+        flags["learning_rate_range"] = tuple(flags["learning_rate_range"])
+        optional = {key: None if value[key] is None else tuple(value[key]) for key in ("tasks", "average_tasks")}
+        return cls(**{**value, **optional, "task_order": tuple(value["task_order"]), "flags": FlagSettings(**flags)})
 
 
 def evaluation_tasks(config: dict) -> list[str]:
