@@ -165,3 +165,41 @@ def test_the_dry_run_prints_the_warnings_before_any_job(tmp_path, seed_as_shippe
     assert len(warnings) == 7, warnings  # the replayed data (one line for all runs), then each run's cadence
     assert "restarts its data from the first example" in warnings[0] and all("checkpoints every 10000" in w for w in warnings[1:])
     assert "train_run" in output  # planned anyway: a warning, not an error
+
+
+def test_the_train_run_job_writes_the_warnings_into_its_log(tmp_path, monkeypatch):
+    """scripts/train_run.py as Snakemake runs it (its injected `snakemake` object), with the training itself stubbed out."""
+    import logging
+    import runpy
+    from types import SimpleNamespace
+
+    from nanogerman import training
+
+    config = seed_config(dataset__format="tfrecord", training__defaults__checkpoint_period=10000)
+    manifest = tmp_path / "dataset.json"
+    manifest.write_text(json.dumps({"maxtext": {"dataset_type": "tfds", "dataset_path": "gs://b/tfds"}}))
+    trained = []
+    monkeypatch.setattr(training, "train_run", lambda plan, **kwargs: trained.append(plan.name))
+    log = tmp_path / "logs" / "train.log"
+    snakemake = SimpleNamespace(
+        config=config, wildcards=SimpleNamespace(run="nano_neox_lr6e-4"), log=[str(log)], rule="train_run",
+        input=SimpleNamespace(dataset=str(manifest), tokenizer=str(tmp_path / "tok")),
+        params=SimpleNamespace(results_dir=str(tmp_path / "results")),
+        output=SimpleNamespace(manifest=str(tmp_path / "train.json"), metrics=str(tmp_path / "metrics.jsonl")),
+    )
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        runpy.run_path(str(REPO / "scripts" / "train_run.py"), init_globals={"snakemake": snakemake})
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+            handler.close()
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(level)
+    assert trained == ["nano_neox_lr6e-4"]
+    lines = [line for line in log.read_text().splitlines() if "WARNING" in line]
+    assert len(lines) == 2, lines
+    assert "spot run(s) nano_neox_lr6e-4 read the dataset through MaxText's tfds pipeline" in lines[0]
+    assert "run nano_neox_lr6e-4 checkpoints every 10000 steps" in lines[1]
