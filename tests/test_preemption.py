@@ -9,11 +9,16 @@ import json
 
 import pytest
 import yaml
-
 from conftest import REPO, snakemake_at_root
+
 from nanogerman.config import validate_config
 from nanogerman.preemption import (
-    cadence_warning, estimate_step_seconds, job_warnings, model_dims, planning_warnings, train_flops_per_step,
+    cadence_warning,
+    estimate_step_seconds,
+    job_warnings,
+    model_dims,
+    planning_warnings,
+    train_flops_per_step,
 )
 from nanogerman.training import plan_run
 

@@ -28,12 +28,18 @@ import functools
 import json
 import re
 import statistics
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import yaml
 
-from nanogerman.training import RunPlan, padded_vocab, plan_runs, read_jsonl, training_section
+from nanogerman.training import (
+    RunPlan,
+    padded_vocab,
+    plan_runs,
+    read_jsonl,
+    training_section,
+)
 
 SPOT = "spot"
 AUTO = "auto"
