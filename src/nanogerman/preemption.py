@@ -43,7 +43,7 @@ from nanogerman.training import (
 
 SPOT = "spot"
 AUTO = "auto"
-# MaxText dataset_type values whose position is part of the checkpoint (checkpointing.py saves "iter" for grain only).
+# MaxText dataset_type values a resume does not replay: grain saves its position ("iter") in the checkpoint; synthetic has no order.
 EXACTLY_ONCE_TYPES = frozenset({"grain", "synthetic"})
 # bf16 peak TFLOP/s of one JAX device: a chip for v4, v5p (megacore), v5e and v6e; one TensorCore (half a chip) for v2 and v3.
 PEAK_TFLOPS_PER_DEVICE = {"v2": 22.5, "v3": 61.5, "v4": 275.0, "v5p": 459.0, "v5litepod": 197.0, "v5e": 197.0, "v6e": 918.0}
