@@ -4,6 +4,7 @@ import sys
 from snakemake.utils import min_version
 
 from nanogerman.config import ConfigError, all_shards, shard_name, shard_set, tokenizer_entry, validate_config
+from nanogerman.preemption import planning_warnings
 
 min_version("9.0")
 
@@ -14,6 +15,9 @@ except ConfigError as error:
     sys.exit(1)
 config.clear()
 config.update(_validated)
+# Spot runs that would replay data after a preemption or lose more than training.tpu.max_lost_minutes: one line each.
+for _warning in planning_warnings(config):
+    sys.stderr.write(f"warning: {_warning}\n")
 
 RESULTS = config["results_dir"].rstrip("/")
 

@@ -1,5 +1,8 @@
 """Snakemake script for rule train_run: one MaxText run (local or tpu backend), its metrics and train.json."""
 
+import logging
+
+from nanogerman.preemption import job_warnings
 from nanogerman.stage import run_stage
 from nanogerman.training import plan_run, terminate_on_sigterm, train_run
 
@@ -7,8 +10,11 @@ from nanogerman.training import plan_run, terminate_on_sigterm, train_run
 def main(snakemake):
     terminate_on_sigterm()  # Snakemake stops jobs with SIGTERM: stop MaxText (and delete the TPU slice) too
     config = snakemake.config
+    plan = plan_run(config, snakemake.wildcards.run)
+    for warning in job_warnings(config, plan, snakemake.input.dataset):  # the planning warnings of this run, in its log
+        logging.getLogger("nanogerman.preemption").warning("%s", warning)
     train_run(
-        plan_run(config, snakemake.wildcards.run),
+        plan,
         dataset_manifest=snakemake.input.dataset,
         tokenizer_dir=snakemake.input.tokenizer,
         training=config["training"],

@@ -7,7 +7,8 @@ the bad value and what is expected, e.g.::
     config error: corpus.source is 'ftp'; expected one of 'local', 'hub', 'gcs'
 
 Defaults declared in the schema are filled in, so rules can index the config
-directly. Checks that a schema cannot express (names that refer to other
+directly; ``dataset.format: auto`` becomes the format it stands for
+(:func:`nanogerman.preemption.resolve_dataset_format`). Checks that a schema cannot express (names that refer to other
 sections) live in :func:`check_references`.
 """
 
@@ -22,6 +23,7 @@ import jsonschema
 import yaml
 
 from nanogerman.evaluation import check_export_evaluation
+from nanogerman.preemption import resolve_dataset_format
 from nanogerman.selection import (  # noqa: F401 (re-exported: the Snakefile and scripts select through config)
     ConfigError,
     all_shards,
@@ -56,7 +58,7 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
     error = jsonschema.exceptions.best_match(validator.iter_errors(config))
     if error is not None:
         raise ConfigError(describe_error(error))
-    filled = fill_defaults(copy.deepcopy(config), schema, schema)
+    filled = resolve_dataset_format(fill_defaults(copy.deepcopy(config), schema, schema))
     check_references(filled)
     return canonical(filled)
 
