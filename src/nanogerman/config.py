@@ -24,6 +24,7 @@ import yaml
 from nanogerman.errors import StageError
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
+MAX_SHARD_INDEX = 99_999  # shard_XXXXX: the workflow's shard names have five digits
 _SHARD_SPEC = re.compile(r"^\s*\d+(\s*-\s*\d+)?(\s*,\s*\d+(\s*-\s*\d+)?)*\s*$")
 
 
@@ -168,11 +169,17 @@ def parse_shards(spec: int | str | list[int], key: str = "shards") -> list[int]:
             first_index, last_index = int(first), int(last or first)
             if last_index < first_index:
                 raise ConfigError(f"config error: {key} has the range {part.strip()!r}, whose end is before its start")
+            if last_index > MAX_SHARD_INDEX:  # checked before expanding: '5-3000000' would make millions of jobs
+                raise ConfigError(
+                    f"config error: {key} has the range {part.strip()!r}, beyond the largest shard index {MAX_SHARD_INDEX}"
+                )
             indices.extend(range(first_index, last_index + 1))
     else:
         raise ConfigError(f"config error: {key} is {spec!r}; expected shard indices like 0, [0, 2] or '0-239'")
     if any(not isinstance(index, int) or isinstance(index, bool) or index < 0 for index in indices):
         raise ConfigError(f"config error: {key} is {spec!r}; shard indices must be integers >= 0")
+    if any(index > MAX_SHARD_INDEX for index in indices):
+        raise ConfigError(f"config error: {key} is {spec!r}; shard indices go up to {MAX_SHARD_INDEX}")
     return sorted(set(indices))
 
 
@@ -210,6 +217,7 @@ def check_references(config: dict) -> None:
     _check_tokenizer_eval(config)
     _check_training(config)
     _check_export_evaluation(config)
+    _check_bounds(config)
 
 
 def _check_dataset_splits(config: dict) -> None:
@@ -305,6 +313,16 @@ def _check_training(config: dict) -> None:
     try:
         check_training(config)
     except TrainingError as error:
+        raise ConfigError(str(error)) from None
+
+
+def _check_bounds(config: dict) -> None:
+    """nan, results_dir, local shards present, values MaxText's parser reads intact (nanogerman.bounds)."""
+    from nanogerman.bounds import BoundsError, check_bounds
+
+    try:
+        check_bounds(config)
+    except BoundsError as error:
         raise ConfigError(str(error)) from None
 
 

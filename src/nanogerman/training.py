@@ -40,7 +40,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from nanogerman.atomic import atomic_path, write_json
+from nanogerman.childenv import child_env
 from nanogerman.errors import StageError
+from nanogerman.maxtext_values import maxtext_arg
 
 log = logging.getLogger(__name__)
 maxtext_log = logging.getLogger("maxtext")
@@ -383,7 +385,7 @@ def maxtext_train_args(
     if metrics_file:
         pairs.append(("metrics_file", metrics_file))
     pairs.extend(sorted((s.get("extra") or {}).items()))
-    return [model_path, *(f"{key}={format_value(value)}" for key, value in pairs)]
+    return [model_path, *(maxtext_arg(key, value) for key, value in pairs)]
 
 
 def smoke_args(plan: RunPlan, *, model_path: str, run_name: str, base_output_directory: str, steps: int) -> list[str]:
@@ -402,7 +404,7 @@ def smoke_args(plan: RunPlan, *, model_path: str, run_name: str, base_output_dir
         *hardware_pairs(plan.hardware),
     ]
     pairs.extend(sorted((s.get("extra") or {}).items()))
-    return [model_path, *(f"{key}={format_value(value)}" for key, value in pairs)]
+    return [model_path, *(maxtext_arg(key, value) for key, value in pairs)]
 
 
 def args_dict(args: Sequence[str]) -> dict[str, str]:
@@ -636,9 +638,10 @@ class LineTail:
             if OUT_OF_DATA in line:
                 return _shorten(line)
         for line in reversed(self.lines):
-            if ERROR_LINE.search(line) and "Config param" not in line:
+            if ERROR_LINE.search(line) and "Config param" not in line and line.strip():
                 return _shorten(line)
-        return _shorten(self.lines[-1]) if self.lines else "no output"
+        last = [line.strip() for line in self.lines if line.strip()][-3:]  # blank lines explain nothing
+        return _shorten(" | ".join(last), limit=600) if last else "no output"
 
 
 def _shorten(line: str, limit: int = 300) -> str:
@@ -647,7 +650,7 @@ def _shorten(line: str, limit: int = 300) -> str:
 
 
 def local_env(hardware: str, base: dict | None = None) -> dict:
-    env = dict(os.environ if base is None else base)
+    env = child_env(base)  # allow-listed: no HF_TOKEN (MaxText would log it as a setting)
     if hardware == "cpu":
         env["JAX_PLATFORMS"] = "cpu"  # otherwise libtpu probes for TPU metadata and stalls
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
@@ -1017,7 +1020,7 @@ def fit_args(plan: RunPlan, *, model_path: str, vocab_size: int) -> list[str]:
         ("steps", s["steps"]),
     ]
     pairs.extend(sorted((s.get("extra") or {}).items()))
-    return [model_path, *(f"{key}={format_value(value)}" for key, value in pairs)]
+    return [model_path, *(maxtext_arg(key, value) for key, value in pairs)]
 
 
 def fit_check(plan: RunPlan, *, tokenizer_dir: str | Path, out: str | Path, fit: dict | None = None,
@@ -1030,7 +1033,7 @@ def fit_check(plan: RunPlan, *, tokenizer_dir: str | Path, out: str | Path, fit:
     stats = json.loads((Path(tokenizer_dir) / "stats.json").read_text(encoding="utf-8"))
     vocab = padded_vocab(int(stats["vocab_size"]), int(plan.settings["vocab_multiple"]))
     args = fit_args(plan, model_path=plan.model_path, vocab_size=vocab)
-    env = dict(os.environ, TPU_SKIP_MDS_QUERY="1", ALLOW_MULTIPLE_LIBTPU_LOAD="true", JAX_PLATFORMS="cpu")
+    env = child_env(TPU_SKIP_MDS_QUERY="1", ALLOW_MULTIPLE_LIBTPU_LOAD="true", JAX_PLATFORMS="cpu")
     command = maxtext_command(COMPILE_MODULE, args)
     log.info("running: %s", " ".join(command))
     tail = LineTail(keep=400)
