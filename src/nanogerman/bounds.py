@@ -9,8 +9,9 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from nanogerman.errors import StageError
 from nanogerman.maxtext_values import MaxTextValueError, check_extra, check_value

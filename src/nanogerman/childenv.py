@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 # Exact names a child may inherit.
 _NAMES = frozenset({

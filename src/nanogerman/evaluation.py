@@ -24,7 +24,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from importlib import metadata
@@ -34,6 +33,7 @@ from typing import Any, Iterable, Sequence
 from nanogerman.atomic import write_json
 from nanogerman.errors import StageError, first_line
 from nanogerman.offline_tasks import generated_task_yaml, local_override_yaml, write_yaml
+from nanogerman.scratch import scratch_dir
 
 log = logging.getLogger(__name__)
 
@@ -279,7 +279,7 @@ def run_lm_eval(spec: ModelSpec, tasks: Sequence[str], settings: EvalSettings, *
 def evaluate_lm_eval(spec: ModelSpec, settings: EvalSettings, out: str | Path, *, tasks: Sequence[str] = (),
                      generated: Sequence[str | Path] = (), local_data: dict | None = None) -> dict:
     """The job of one model: generated tasks + configured tasks through lm-eval, written to ``out``."""
-    with tempfile.TemporaryDirectory(prefix="nanogerman-tasks-") as include_dir:
+    with scratch_dir("tasks") as include_dir:
         names = build_include_dir(include_dir, generated=generated, local_data=local_data, tasks=tasks)
         all_tasks = [*[name for name in names if name not in tasks], *tasks]
         if not all_tasks:

@@ -29,7 +29,6 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ import yaml
 from nanogerman.atomic import atomic_path, write_json
 from nanogerman.errors import StageError, first_line
 from nanogerman.maxtext_values import maxtext_value
+from nanogerman.scratch import scratch_dir
 from nanogerman.training import format_value
 
 log = logging.getLogger(__name__)
@@ -483,7 +483,7 @@ def export_run(
     length = max(2, min(int(check_length), inputs.max_length))
     ids = check_ids(inputs.tokenizer_dir, inputs.vocab_size, length)
     out_dir = Path(out_dir)
-    with tempfile.TemporaryDirectory(prefix="nanogerman-export-") as scratch, atomic_path(out_dir, directory=True) as folder:
+    with scratch_dir("export") as scratch, atomic_path(out_dir, directory=True) as folder:
         import numpy as np
 
         scratch = Path(scratch)

@@ -21,6 +21,7 @@ would record settings MaxText did not use).
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from nanogerman.errors import StageError
@@ -137,7 +138,7 @@ def _reads_back(argument: str, value: Any) -> bool | None:
         return False
     if isinstance(value, str):
         return got == value
-    if isinstance(value, float) and value != value:
+    if isinstance(value, float) and math.isnan(value):
         return None
     return got == value or not isinstance(value, (str, list, dict))
 

@@ -43,6 +43,7 @@ from nanogerman.atomic import atomic_path, write_json
 from nanogerman.childenv import child_env
 from nanogerman.errors import StageError
 from nanogerman.maxtext_values import maxtext_arg
+from nanogerman.resume import prune_unrecorded_checkpoints
 
 log = logging.getLogger(__name__)
 maxtext_log = logging.getLogger("maxtext")
@@ -774,6 +775,9 @@ def run_local_backend(context: JobContext, *, python: str | None = None) -> Back
     resumed = None
     if not context.base_output_directory.startswith("gs://"):
         steps = committed_steps(context.checkpoint_dir)
+        recorded = [record["step"] for record in dedupe_steps(read_jsonl(context.raw_metrics))]
+        if prune_unrecorded_checkpoints(context.checkpoint_dir, steps, recorded):  # every step in the metrics exactly once
+            steps = committed_steps(context.checkpoint_dir)
         resumed = steps[-1] if steps else None
     if resumed is not None and resumed >= int(context.plan.settings["steps"]) - 1:
         # MaxText refuses to start when the last step is already saved (a forced rerun): nothing to train
@@ -834,7 +838,10 @@ def train_run(
     if checkpoint_step is None:
         raise TrainingError(f"run {plan.name}: no checkpoint found in {context.checkpoint_dir} after training")
     write_jsonl(metrics_out, records)
-    manifest = build_manifest(context, result, summary, checkpoint_step, wall_seconds=clock() - started, metrics_out=metrics_out)
+    wall_seconds = clock() - started
+    if result.details.get("already_complete"):  # trained by an earlier, killed job: its time is in MaxText's step times
+        wall_seconds = max(wall_seconds, summary["step_seconds_total"])
+    manifest = build_manifest(context, result, summary, checkpoint_step, wall_seconds=wall_seconds, metrics_out=metrics_out)
     write_json(manifest_out, manifest)
     log.info(
         "run %s: %d steps, loss %.3f -> %.3f, %d tokens, checkpoint %s",
