@@ -27,7 +27,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import re
 import signal
 import statistics
