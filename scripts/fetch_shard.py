@@ -11,6 +11,7 @@ def main(snakemake):
         int(snakemake.params.index),
         snakemake.output.shard,
         snakemake.output.manifest,
+        max_empty_share=snakemake.config["corpus"]["max_empty_share"],
     )
 
 

@@ -65,6 +65,8 @@ BAD_SHARDS = [
     ("null texts", lambda p: write_parquet(p, texts_table(["a", None, "b", None])), "2 null text(s) in column 'text' (first at row 1)"),
     ("no rows", lambda p: write_parquet(p, texts_table([])), "the shard has no rows"),
     ("invalid utf-8", lambda p: write_parquet(p, _invalid_utf8_table()), "invalid UTF-8 in column 'text'"),
+    ("all texts empty", lambda p: write_parquet(p, texts_table([""] * 16)), "all 16 texts are empty or whitespace"),
+    ("all texts whitespace", lambda p: write_parquet(p, texts_table(["", " ", "\n\t ", "\u3000"])), "all 4 texts are empty or whitespace"),
 ]
 
 
@@ -80,6 +82,46 @@ def test_bad_shard_fails_with_one_line_and_leaves_nothing(tmp_path, label, make,
     assert "shard_00000.parquet" in str(caught.value)
     assert "\n" not in str(caught.value)
     assert leftovers(out) == []
+
+
+def test_a_shard_with_many_blank_texts_warns_naming_it(tmp_path, caplog):
+    source_dir = tmp_path / "source"
+    write_parquet(source_dir / "shard_00003.parquet", texts_table(["Ein Satz."] * 97 + ["", "  ", "\n"]))
+    out = tmp_path / "results" / "corpus"
+    manifest = fetch_shard(ShardSource("local", str(source_dir)), 3, out / "shard_00003.parquet", out / "shard_00003.json",
+                           max_empty_share=0.01)
+    assert manifest["blank_texts"] == 3 and manifest["empty_texts"] == 1 and manifest["rows"] == 100
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert len(warnings) == 1 and warnings[0].startswith("shard_00003 (")
+    assert "3 of 100 texts (3.0%) are empty or whitespace, more than corpus.max_empty_share (1.0%)" in warnings[0]
+    caplog.clear()
+    fetch_shard(ShardSource("local", str(source_dir)), 3, out / "shard_00003.parquet", out / "shard_00003.json", max_empty_share=0.05)
+    assert not [record for record in caplog.records if record.levelname == "WARNING"]
+
+
+TEXTS = ["Grüße aus Köln.", "Zweiter Text", "Grüße aus Köln."]
+TEXT_COLUMNS = [
+    ("large_string", pa.array(TEXTS, type=pa.large_string())),
+    ("dictionary", pa.array(TEXTS, type=pa.string()).dictionary_encode()),
+]
+
+
+@pytest.mark.parametrize("label, column", TEXT_COLUMNS, ids=[case[0] for case in TEXT_COLUMNS])
+def test_large_and_dictionary_encoded_text_columns_are_text(tmp_path, label, column):
+    from nanogerman.dataset import iter_texts
+    from nanogerman.tokenizer_eval import _parquet_batches
+    from nanogerman.tokenizer_training import TextCounter, text_batches
+
+    source_dir = tmp_path / "source"
+    path = write_parquet(source_dir / "shard_00000.parquet", pa.table({"text": column}))
+    assert pq.ParquetFile(path).schema_arrow.field("text").type == column.type  # the type survived the file
+    stats = check_shard(path)
+    assert stats.rows == 3 and stats.characters == sum(map(len, TEXTS)) and stats.blank_texts == 0
+    out = tmp_path / "results" / "corpus"
+    fetch_shard(ShardSource("local", str(source_dir)), 0, out / "shard_00000.parquet", out / "shard_00000.json")
+    assert list(iter_texts(out / "shard_00000.parquet")) == TEXTS  # the dataset stage
+    assert [text for batch in text_batches([path], counter=TextCounter()) for text in batch] == TEXTS  # tokenizer training
+    assert [text for batch in _parquet_batches(path, "text", 2) for text in batch] == TEXTS  # tokenizer evaluation
 
 
 def test_missing_local_shard_and_folder(tmp_path):

@@ -253,6 +253,25 @@ def test_a_local_dataset_is_refused_before_any_gcloud_call(tpu_job, tmp_path):
     assert tpu_job.calls() == []
 
 
+def test_no_token_reaches_a_gcloud_argument_or_a_remote_command(tpu_job, monkeypatch):
+    """An HF_TOKEN in the environment appears in no gcloud call and no remote command, through a preemption and a resume."""
+    sentinel = "hf_SENTINEL_tpu_c0ffee"
+    monkeypatch.setenv("HF_TOKEN", sentinel)
+    monkeypatch.setenv("HUGGING_FACE_HUB_TOKEN", sentinel)
+    manifest = tpu_job({
+        "describe": [{"state": "ACTIVE"}],
+        "ssh-train": [{"lines": step_lines(0, 3, checkpoint=2), "rc": 255},
+                      {"lines": ["I1128 checkpointing.py:705] restoring from this run's directory step 2", *step_lines(3, 7, checkpoint=7)]}],
+    })
+    calls = tpu_job.calls()
+    remote = [remote_words(call) for call in calls if call[4] == "ssh"]
+    assert len(remote) >= 4 and any("maxtext.trainers.pre_train.train" in words for words in remote)
+    assert all(sentinel not in argument for call in calls for argument in call)
+    assert all(sentinel not in word and not word.startswith(("HF_TOKEN=", "HUGGING_FACE_HUB_TOKEN=", "hf_access_token="))
+               for words in remote for word in words)
+    assert sentinel not in json.dumps(manifest) and sentinel not in (tpu_job.out / "metrics.jsonl").read_text()
+
+
 def test_decisions():
     assert [tpu.provisioning_action(state) for state in (None, "ACCEPTED", "WAITING_FOR_RESOURCES", "PROVISIONING", "ACTIVE",
                                                           "SUSPENDING", "SUSPENDED", "FAILED", "DELETING")] == [

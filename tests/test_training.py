@@ -22,6 +22,7 @@ import yaml
 from conftest import REPO, VENV_BIN, default_config, run_snakemake, set_key
 from nanogerman.config import ConfigError, validate_config
 from nanogerman import training
+from nanogerman.resume import recorded_through
 from nanogerman.training import (
     TrainingError, accelerator_devices, batch_geometry, committed_steps, config_hash, dedupe_steps, maxtext_train_args,
     merged_settings, padded_vocab, parse_memory_analysis, parse_oom, parse_step_line, plan_run, read_jsonl,
@@ -100,9 +101,29 @@ MALFORMED_TRAINING = [
      "config error: training.runs[0].global_batch_size 10 is not divisible by devices x gradient_accumulation_steps = 1 x 4 = 4; "
      "change global_batch_size or gradient_accumulation_steps"),
     ("zero learning rate", set_key(["training", "defaults", "learning_rate"], 0),
-     "config error: training.defaults.learning_rate is 0: 0 is less than or equal to the minimum of 0 (expected the peak learning rate (a number > 0))"),
+     "config error: training.defaults.learning_rate is 0: 0 is less than or equal to the minimum of 0 (expected the peak learning rate (a finite number > 0 and < 1))"),
     ("negative learning rate in a run", set_key(["training", "runs", 1, "learning_rate"], -1e-3),
-     "config error: training.runs[1].learning_rate is -0.001: -0.001 is less than or equal to the minimum of 0 (expected the peak learning rate (a number > 0))"),
+     "config error: training.runs[1].learning_rate is -0.001: -0.001 is less than or equal to the minimum of 0 (expected the peak learning rate (a finite number > 0 and < 1))"),
+    ("nan learning rate", set_key(["training", "defaults", "learning_rate"], float("nan")),
+     "config error: training.defaults.learning_rate is nan; expected a number"),
+    ("infinite learning rate", set_key(["training", "defaults", "learning_rate"], float("inf")),
+     "config error: training.defaults.learning_rate is inf: inf is greater than or equal to the maximum of 1"),
+    ("huge learning rate in a run", set_key(["training", "runs", 0, "learning_rate"], 1e9),
+     "config error: training.runs[0].learning_rate is 1000000000.0: 1000000000.0 is greater than or equal to the maximum of 1"),
+    ("a trillion steps", set_key(["training", "defaults", "steps"], 10**12),
+     "config error: training.defaults.steps is 1000000000000: 1000000000000 is greater than the maximum of 10000000"),
+    ("huge per-device batch", set_key(["training", "defaults", "per_device_batch_size"], 10**6),
+     "config error: training.defaults.per_device_batch_size is 1000000: 1000000 is greater than the maximum of 65536"),
+    ("huge global batch", lambda c: c["training"]["runs"][1].update(global_batch_size=2**21),
+     "config error: training.runs[1].global_batch_size is 2097152: 2097152 is greater than the maximum of 1048576"),
+    ("huge context", set_key(["training", "defaults", "max_target_length"], 2**21),
+     "config error: training.defaults.max_target_length is 2097152: 2097152 is greater than the maximum of 1048576"),
+    ("extra sets steps", set_key(["training", "runs", 0, "extra"], {"steps": 5}),
+     "config error: training.runs[0].extra.steps is a setting the workflow makes itself; use steps instead"),
+    ("extra sets a path", set_key(["training", "defaults", "extra"], {"base_output_directory": "/tmp/x"}),
+     "config error: training.defaults.extra.base_output_directory is a setting the workflow makes itself; use training.checkpoint_dir instead"),
+    ("extra interpolates", set_key(["training", "defaults", "extra"], {"run_note": "${oc.env:HF_TOKEN}"}),
+     "config error: training.defaults.extra.run_note is '${oc.env:HF_TOKEN}': '${' would be read as an interpolation"),
     ("misspelled setting", set_key(["training", "runs", 0, "learning_rat"], 1e-3),
      "config error: unknown key training.runs[0].learning_rat; allowed keys here:"),
     ("duplicate run", lambda c: c["training"]["runs"].append(dict(c["training"]["runs"][0])),
@@ -260,12 +281,16 @@ def trained(tmp_path_factory):
         process.wait()
     assert checkpoints is not None, "no checkpoint at step 20 within 400 s"
     killed_at = committed_steps(checkpoints)[-1]
+    recorded = [record["step"] for record in read_jsonl(checkpoints.parent / "metrics.raw.jsonl")]
     manifest_after_kill = (workdir / TARGET).exists()
+    committed_after_kill = committed_steps(checkpoints)
     subprocess.run([*snakemake, "--unlock"], env=env, capture_output=True, check=True)
     result = run_snakemake(workdir, config, TARGET)
     assert result.returncode == 0, result.stderr[-4000:]
     return {
         "workdir": workdir, "config": config, "killed_at": killed_at, "manifest_after_kill": manifest_after_kill,
+        # MaxText logs a step's metrics after saving its checkpoint: a checkpoint past the last recorded step is retrained
+        "resume_at": max([step for step in committed_after_kill if step <= recorded_through(recorded)], default=None),
         "manifest": json.loads((workdir / TARGET).read_text()),
         "records": [json.loads(line) for line in (workdir / "results" / "train" / "tiny" / "metrics.jsonl").read_text().splitlines()],
         "log": (workdir / "results" / "logs" / "train" / "tiny.log").read_text(),
@@ -309,12 +334,13 @@ def test_tiny_run_checkpoint_and_manifest_for_the_export_stage(trained):
 
 @pytest.mark.slow
 def test_killed_run_resumes_from_its_last_checkpoint(trained):
-    killed_at, manifest, log = trained["killed_at"], trained["manifest"], trained["log"]
+    killed_at, resume_at, manifest, log = trained["killed_at"], trained["resume_at"], trained["manifest"], trained["log"]
     assert 20 <= killed_at < 79 and not trained["manifest_after_kill"]
-    assert manifest["resumed_from_step"] == killed_at
-    assert f"restoring from this run's directory step {killed_at}" in log
+    assert resume_at is not None and resume_at in (killed_at, killed_at - 20)  # at most one checkpoint period again
+    assert manifest["resumed_from_step"] == resume_at
+    assert f"restoring from this run's directory step {resume_at}" in log
     steps = [int(line.split("completed step: ")[1].split(",")[0]) for line in log.splitlines() if "completed step: " in line]
-    assert steps[0] == killed_at + 1 and steps[-1] == 79  # continued, not from step 0
+    assert steps[0] == resume_at + 1 and steps[-1] == 79  # continued, not from step 0
 
 
 def _tiny_inputs(tmp_path) -> tuple[Path, Path]:
@@ -337,12 +363,14 @@ def test_a_forced_rerun_of_a_finished_run_does_not_start_maxtext(tmp_path, monke
     for step in (0, 199):
         (Path(context.checkpoint_dir) / str(step) / "items").mkdir(parents=True)
         (Path(context.checkpoint_dir) / str(step) / "_CHECKPOINT_METADATA").write_text("{}")
-    context.raw_metrics.write_text("".join(json.dumps({"step": step, "learning/loss": 8.0 - step / 50}) + "\n" for step in range(200)))
+    context.raw_metrics.write_text("".join(json.dumps({"step": step, "learning/loss": 8.0 - step / 50, "perf/step_time_seconds": 0.25}) + "\n"
+                                           for step in range(200)))
     monkeypatch.setattr(training, "run_streaming", lambda *args, **kwargs: pytest.fail("MaxText was started"))
     manifest = training.train_run(plan, dataset_manifest=dataset, tokenizer_dir=tokenizer, training=config["training"], results_dir=tmp_path,
                                   manifest_out=tmp_path / "out" / "train.json", metrics_out=tmp_path / "out" / "metrics.jsonl")
     assert manifest["checkpoint_step"] == 199 and manifest["final_step"] == 199 and manifest["backend_details"] == {"already_complete": True}
     assert manifest["run_name"] == context.run_name
+    assert manifest["wall_seconds"] == pytest.approx(50.0)  # the killed job's training time (MaxText's step times), not this job's
 
 
 @pytest.mark.slow

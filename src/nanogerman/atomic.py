@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -53,3 +54,24 @@ def write_json(destination: str | os.PathLike, data: Any) -> None:
     """Write ``data`` as indented, key-sorted JSON, atomically."""
     with atomic_path(destination) as temporary:
         temporary.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def temporary_siblings(destination: str | os.PathLike) -> list[Path]:
+    """The temporary paths :func:`atomic_path` made for ``destination`` (left behind only by a killed job)."""
+    destination = Path(destination)
+    if not destination.parent.is_dir():
+        return []
+    return sorted(destination.parent.glob(f".{glob.escape(destination.name)}.tmp-*"))
+
+
+def sweep_leftovers(destinations) -> list[Path]:
+    """Remove what killed runs of this job left beside its outputs; Snakemake runs one job per output, so they are its own."""
+    removed = []
+    for destination in destinations:
+        for leftover in temporary_siblings(destination):
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+            removed.append(leftover)
+    return removed

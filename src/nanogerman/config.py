@@ -22,6 +22,7 @@ from typing import Any, Iterable
 import jsonschema
 import yaml
 
+from nanogerman.bounds import BoundsError, check_bounds
 from nanogerman.evaluation import check_export_evaluation
 from nanogerman.preemption import resolve_dataset_format
 from nanogerman.selection import (  # noqa: F401 (re-exported: the Snakefile and scripts select through config)
@@ -185,6 +186,7 @@ def check_references(config: dict) -> None:
     _check_tokenizer_eval(config)
     _check_training(config)
     _check_export_evaluation(config)
+    _check_bounds(config)
 
 
 def _check_dataset_splits(config: dict) -> None:
@@ -248,6 +250,14 @@ def _check_training(config: dict) -> None:
     try:
         check_training(config)
     except TrainingError as error:
+        raise ConfigError(str(error)) from None
+
+
+def _check_bounds(config: dict) -> None:
+    """nan, results_dir, local shards present, values MaxText's parser reads intact (nanogerman.bounds)."""
+    try:
+        check_bounds(config)
+    except BoundsError as error:
         raise ConfigError(str(error)) from None
 
 

@@ -25,6 +25,7 @@ from nanogerman.errors import StageError, first_line
 from nanogerman.gcs import gcs_filesystem, split_gcs_uri
 from nanogerman.hub import HubTarget, call_hub
 from nanogerman.hub import endpoint as hub_endpoint
+from nanogerman.text_column import blank_count, is_text_type, plain_texts
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +80,15 @@ class ShardStats:
     empty_texts: int
     file_bytes: int
     sha256: str
+    blank_texts: int = 0  # empty or whitespace only (empty_texts included)
 
 
-def fetch_shard(source: ShardSource, index: int, parquet_path: str | Path, manifest_path: str | Path) -> dict:
+def fetch_shard(source: ShardSource, index: int, parquet_path: str | Path, manifest_path: str | Path, *,
+                max_empty_share: float | None = None) -> dict:
     """Fetch shard ``index`` from ``source``, check it, and write it plus its manifest.
 
-    Returns the manifest. Raises :class:`ShardError` (one line, naming the shard)
+    Warns, naming the shard, when more than ``max_empty_share`` of its texts are
+    empty or whitespace (``corpus.max_empty_share``). Returns the manifest. Raises :class:`ShardError` (one line, naming the shard)
     for anything wrong with the shard or its source.
     """
     started = time.perf_counter()
@@ -100,10 +104,17 @@ def fetch_shard(source: ShardSource, index: int, parquet_path: str | Path, manif
         "characters": stats.characters,
         "text_bytes": stats.text_bytes,
         "empty_texts": stats.empty_texts,
+        "blank_texts": stats.blank_texts,
         "bytes": stats.file_bytes,
         "sha256": stats.sha256,
     }
     write_json(manifest_path, manifest)
+    if max_empty_share is not None and stats.blank_texts > max_empty_share * stats.rows:
+        log.warning(
+            "%s (%s): %d of %d texts (%.1f%%) are empty or whitespace, more than corpus.max_empty_share (%.1f%%); they are kept",
+            manifest["shard"], source.uri(index), stats.blank_texts, stats.rows, 100 * stats.blank_texts / stats.rows,
+            100 * max_empty_share,
+        )
     log.info(
         "%s: %d rows, %d characters, %.1f MB from %s in %.2f s",
         manifest["shard"], stats.rows, stats.characters, stats.file_bytes / 1e6, source.uri(index),
@@ -131,12 +142,12 @@ def check_shard(path: str | Path, label: str | None = None) -> ShardStats:
     if TEXT_COLUMN not in schema.names:
         raise ShardError(f"{label}: no '{TEXT_COLUMN}' column (columns: {', '.join(schema.names) or 'none'})")
     column_type = schema.field(TEXT_COLUMN).type
-    if not (pa.types.is_string(column_type) or pa.types.is_large_string(column_type)):
-        raise ShardError(f"{label}: column '{TEXT_COLUMN}' has type {column_type}; expected string")
-    rows = characters = text_bytes = empty = 0
+    if not is_text_type(column_type):
+        raise ShardError(f"{label}: column '{TEXT_COLUMN}' has type {column_type}; expected string (large or dictionary-encoded too)")
+    rows = characters = text_bytes = empty = blank = 0
     try:
         for batch in parquet.iter_batches(columns=[TEXT_COLUMN], batch_size=4096):
-            texts = batch.column(0)
+            texts = plain_texts(batch.column(0))
             if texts.null_count:
                 first_null = rows + pc.index(pc.is_null(texts), True).as_py()
                 raise ShardError(f"{label}: {texts.null_count} null text(s) in column '{TEXT_COLUMN}' (first at row {first_null})")
@@ -149,11 +160,14 @@ def check_shard(path: str | Path, label: str | None = None) -> ShardStats:
             lengths = pc.binary_length(texts)
             text_bytes += pc.sum(lengths).as_py() or 0
             empty += pc.sum(pc.equal(lengths, 0)).as_py() or 0
+            blank += blank_count(texts)
     except (pa.ArrowException, OSError) as error:
         raise ShardError(f"{label}: not a readable parquet file ({first_line(error)})") from None
     if rows == 0:
         raise ShardError(f"{label}: the shard has no rows")
-    return ShardStats(rows, characters, text_bytes, empty, size, sha256_of(path))
+    if blank == rows:
+        raise ShardError(f"{label}: all {rows} texts are empty or whitespace; a shard needs text")
+    return ShardStats(rows, characters, text_bytes, empty, size, sha256_of(path), blank)
 
 
 def sha256_of(path: str | Path, chunk_bytes: int = 1 << 20) -> str:

@@ -24,7 +24,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from nanogerman.errors import StageError, first_line
 from nanogerman.selection import ConfigError, check_shard_set_name, check_unique_names
 from nanogerman.provenance import package_versions
 from nanogerman.offline_tasks import generated_task_yaml, local_override_yaml, write_yaml
+from nanogerman.scratch import scratch_dir
 
 log = logging.getLogger(__name__)
 
@@ -280,7 +280,7 @@ def run_lm_eval(spec: ModelSpec, tasks: Sequence[str], settings: EvalSettings, *
 def evaluate_lm_eval(spec: ModelSpec, settings: EvalSettings, out: str | Path, *, tasks: Sequence[str] = (),
                      generated: Sequence[str | Path] = (), local_data: dict | None = None) -> dict:
     """The job of one model: generated tasks + configured tasks through lm-eval, written to ``out``."""
-    with tempfile.TemporaryDirectory(prefix="nanogerman-tasks-") as include_dir:
+    with scratch_dir("tasks") as include_dir:
         names = build_include_dir(include_dir, generated=generated, local_data=local_data, tasks=tasks)
         all_tasks = [*[name for name in names if name not in tasks], *tasks]
         if not all_tasks:

@@ -29,7 +29,6 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -41,6 +40,8 @@ import yaml
 from nanogerman.atomic import atomic_path, write_json
 from nanogerman.errors import StageError, first_line
 from nanogerman.provenance import package_versions
+from nanogerman.maxtext_values import maxtext_value
+from nanogerman.scratch import scratch_dir
 from nanogerman.training import format_value
 
 log = logging.getLogger(__name__)
@@ -215,9 +216,9 @@ def conversion_command(inputs: ExportInputs, out_dir: str | Path, *, python: str
         "model_name": CONVERTER_MODEL_NAME,
         "override_model_config": "true",  # command-line keys win over llama3.1-8b.yml
         **model_pairs(inputs),
-        "load_parameters_path": inputs.checkpoint,
+        "load_parameters_path": maxtext_value(inputs.checkpoint, "the run's checkpoint path"),
         "weight_dtype": "float32",
-        "base_output_directory": str(out_dir),
+        "base_output_directory": maxtext_value(str(out_dir), "the export folder"),
         "run_name": f"export-{inputs.run}",
         "hardware": "cpu",
         "skip_jax_distributed_system": "true",
@@ -245,7 +246,7 @@ def logits_command(inputs: ExportInputs, ids_path: str | Path, logits_path: str 
         "enable_checkpointing": "false",
         "dataset_type": "synthetic",
         "run_name": f"logits-{inputs.run}",
-        "base_output_directory": str(scratch),
+        "base_output_directory": maxtext_value(str(scratch), "the system's temporary folder"),
         "hardware": "cpu",
         "skip_jax_distributed_system": "true",
     }
@@ -254,8 +255,10 @@ def logits_command(inputs: ExportInputs, ids_path: str | Path, logits_path: str 
 
 
 def child_env(base: dict | None = None) -> dict:
-    """CPU JAX, no Hub access (everything the children read is local)."""
-    env = dict(os.environ if base is None else base)
+    """CPU JAX, no Hub access (everything the children read is local), an allow-listed environment (no tokens)."""
+    from nanogerman.childenv import child_env as allow_listed
+
+    env = allow_listed(base)
     env["JAX_PLATFORMS"] = "cpu"
     env["HF_HUB_OFFLINE"] = "1"
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
@@ -480,7 +483,7 @@ def export_run(
     length = max(2, min(int(check_length), inputs.max_length))
     ids = check_ids(inputs.tokenizer_dir, inputs.vocab_size, length)
     out_dir = Path(out_dir)
-    with tempfile.TemporaryDirectory(prefix="nanogerman-export-") as scratch, atomic_path(out_dir, directory=True) as folder:
+    with scratch_dir("export") as scratch, atomic_path(out_dir, directory=True) as folder:
         import numpy as np
 
         scratch = Path(scratch)

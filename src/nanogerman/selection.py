@@ -12,6 +12,7 @@ from typing import Any
 
 from nanogerman.errors import StageError
 
+MAX_SHARD_INDEX = 99_999  # shard_XXXXX: the workflow's shard names have five digits
 _SHARD_SPEC = re.compile(r"^\s*\d+(\s*-\s*\d+)?(\s*,\s*\d+(\s*-\s*\d+)?)*\s*$")
 
 
@@ -38,11 +39,17 @@ def parse_shards(spec: int | str | list[int], key: str = "shards") -> list[int]:
             first_index, last_index = int(first), int(last or first)
             if last_index < first_index:
                 raise ConfigError(f"config error: {key} has the range {part.strip()!r}, whose end is before its start")
+            if last_index > MAX_SHARD_INDEX:  # checked before expanding: '5-3000000' would make millions of jobs
+                raise ConfigError(
+                    f"config error: {key} has the range {part.strip()!r}, beyond the largest shard index {MAX_SHARD_INDEX}"
+                )
             indices.extend(range(first_index, last_index + 1))
     else:
         raise ConfigError(f"config error: {key} is {spec!r}; expected shard indices like 0, [0, 2] or '0-239'")
     if any(not isinstance(index, int) or isinstance(index, bool) or index < 0 for index in indices):
         raise ConfigError(f"config error: {key} is {spec!r}; shard indices must be integers >= 0")
+    if any(index > MAX_SHARD_INDEX for index in indices):
+        raise ConfigError(f"config error: {key} is {spec!r}; shard indices go up to {MAX_SHARD_INDEX}")
     return sorted(set(indices))
 
 

@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from nanogerman.atomic import sweep_leftovers
 from nanogerman.errors import StageError
+from nanogerman.scratch import sweep_stale_scratch
 
 log = logging.getLogger("nanogerman")
 
@@ -37,6 +39,9 @@ def run_stage(snakemake: Any, main: Callable[[], Any]) -> Any:
     and re-raised, so it is not mistaken for bad input.
     """
     configure_logging(snakemake.log[0] if len(snakemake.log) else None)
+    for leftover in sweep_leftovers(list(snakemake.output)):
+        log.info("removed %s, left behind by a killed run of this job", leftover)
+    sweep_stale_scratch()
     try:
         return main()
     except StageError as error:

@@ -38,6 +38,7 @@ from nanogerman.errors import StageError, first_line
 from nanogerman.hub import HubTarget, call_hub
 from nanogerman.hub import endpoint as hub_endpoint
 from nanogerman.provenance import package_versions
+from nanogerman.text_column import is_text_type
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +199,7 @@ def _parquet_batches(path: Path, text_field: str, batch_size: int) -> Iterator[l
             f"{path}: no column {text_field!r} (columns: {', '.join(schema.names) or 'none'}); set text_field to the text column"
         )
     kind = schema.field(text_field).type
-    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+    if not is_text_type(kind):  # string, large_string, or dictionary-encoded
         raise TokenizerEvalError(f"{path}: column {text_field!r} has type {kind}; expected string")
     try:
         for batch in parquet.iter_batches(columns=[text_field], batch_size=batch_size):

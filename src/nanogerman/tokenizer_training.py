@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 from nanogerman.atomic import atomic_path, write_json
 from nanogerman.errors import StageError, first_line
 from nanogerman.provenance import package_versions
+from nanogerman.scratch import scratch_dir
 
 log = logging.getLogger(__name__)
 
@@ -308,12 +309,10 @@ def import_converter_in_background() -> threading.Thread:
 
 def tiktoken_to_tokenizers(encoding):
     """A ``tokenizers.Tokenizer`` that encodes like ``encoding``, by transformers' ``convert_tiktoken_to_fast``."""
-    import tempfile
-
     from tokenizers import Tokenizer
     from transformers.integrations.tiktoken import convert_tiktoken_to_fast
 
-    with tempfile.TemporaryDirectory(prefix="nanogerman-tiktoken-") as scratch:
+    with scratch_dir("tiktoken") as scratch:
         convert_tiktoken_to_fast(encoding, scratch)
         tokenizer = Tokenizer.from_file(str(Path(scratch) / "tokenizer.json"))
     for token, token_id in encoding._special_tokens.items():

@@ -27,7 +27,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import re
 import signal
 import statistics
@@ -40,8 +39,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from nanogerman.atomic import atomic_path, write_json
+from nanogerman.childenv import child_env
 from nanogerman.errors import StageError
 from nanogerman.selection import check_unique_names, tokenizer_entry
+from nanogerman.maxtext_values import maxtext_arg
+from nanogerman.resume import prune_unrecorded_checkpoints
 
 log = logging.getLogger(__name__)
 maxtext_log = logging.getLogger("maxtext")
@@ -382,7 +384,7 @@ def maxtext_train_args(
     if metrics_file:
         pairs.append(("metrics_file", metrics_file))
     pairs.extend(sorted((s.get("extra") or {}).items()))
-    return [model_path, *(f"{key}={format_value(value)}" for key, value in pairs)]
+    return [model_path, *(maxtext_arg(key, value) for key, value in pairs)]
 
 
 def smoke_args(plan: RunPlan, *, model_path: str, run_name: str, base_output_directory: str, steps: int) -> list[str]:
@@ -401,7 +403,7 @@ def smoke_args(plan: RunPlan, *, model_path: str, run_name: str, base_output_dir
         *hardware_pairs(plan.hardware),
     ]
     pairs.extend(sorted((s.get("extra") or {}).items()))
-    return [model_path, *(f"{key}={format_value(value)}" for key, value in pairs)]
+    return [model_path, *(maxtext_arg(key, value) for key, value in pairs)]
 
 
 def args_dict(args: Sequence[str]) -> dict[str, str]:
@@ -635,9 +637,10 @@ class LineTail:
             if OUT_OF_DATA in line:
                 return _shorten(line)
         for line in reversed(self.lines):
-            if ERROR_LINE.search(line) and "Config param" not in line:
+            if ERROR_LINE.search(line) and "Config param" not in line and line.strip():
                 return _shorten(line)
-        return _shorten(self.lines[-1]) if self.lines else "no output"
+        last = [line.strip() for line in self.lines if line.strip()][-3:]  # blank lines explain nothing
+        return _shorten(" | ".join(last), limit=600) if last else "no output"
 
 
 def _shorten(line: str, limit: int = 300) -> str:
@@ -646,7 +649,7 @@ def _shorten(line: str, limit: int = 300) -> str:
 
 
 def local_env(hardware: str, base: dict | None = None) -> dict:
-    env = dict(os.environ if base is None else base)
+    env = child_env(base)  # allow-listed: no HF_TOKEN (MaxText would log it as a setting)
     if hardware == "cpu":
         env["JAX_PLATFORMS"] = "cpu"  # otherwise libtpu probes for TPU metadata and stalls
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
@@ -770,6 +773,9 @@ def run_local_backend(context: JobContext, *, python: str | None = None) -> Back
     resumed = None
     if not context.base_output_directory.startswith("gs://"):
         steps = committed_steps(context.checkpoint_dir)
+        recorded = [record["step"] for record in dedupe_steps(read_jsonl(context.raw_metrics))]
+        if prune_unrecorded_checkpoints(context.checkpoint_dir, steps, recorded):  # every step in the metrics exactly once
+            steps = committed_steps(context.checkpoint_dir)
         resumed = steps[-1] if steps else None
     if resumed is not None and resumed >= int(context.plan.settings["steps"]) - 1:
         # MaxText refuses to start when the last step is already saved (a forced rerun): nothing to train
@@ -830,7 +836,10 @@ def train_run(
     if checkpoint_step is None:
         raise TrainingError(f"run {plan.name}: no checkpoint found in {context.checkpoint_dir} after training")
     write_jsonl(metrics_out, records)
-    manifest = build_manifest(context, result, summary, checkpoint_step, wall_seconds=clock() - started, metrics_out=metrics_out)
+    wall_seconds = clock() - started
+    if result.details.get("already_complete"):  # trained by an earlier, killed job: its time is in MaxText's step times
+        wall_seconds = max(wall_seconds, summary["step_seconds_total"])
+    manifest = build_manifest(context, result, summary, checkpoint_step, wall_seconds=wall_seconds, metrics_out=metrics_out)
     write_json(manifest_out, manifest)
     log.info(
         "run %s: %d steps, loss %.3f -> %.3f, %d tokens, checkpoint %s",
@@ -1016,7 +1025,7 @@ def fit_args(plan: RunPlan, *, model_path: str, vocab_size: int) -> list[str]:
         ("steps", s["steps"]),
     ]
     pairs.extend(sorted((s.get("extra") or {}).items()))
-    return [model_path, *(f"{key}={format_value(value)}" for key, value in pairs)]
+    return [model_path, *(maxtext_arg(key, value) for key, value in pairs)]
 
 
 def fit_check(plan: RunPlan, *, tokenizer_dir: str | Path, out: str | Path, fit: dict | None = None,
@@ -1029,7 +1038,7 @@ def fit_check(plan: RunPlan, *, tokenizer_dir: str | Path, out: str | Path, fit:
     stats = json.loads((Path(tokenizer_dir) / "stats.json").read_text(encoding="utf-8"))
     vocab = padded_vocab(int(stats["vocab_size"]), int(plan.settings["vocab_multiple"]))
     args = fit_args(plan, model_path=plan.model_path, vocab_size=vocab)
-    env = dict(os.environ, TPU_SKIP_MDS_QUERY="1", ALLOW_MULTIPLE_LIBTPU_LOAD="true", JAX_PLATFORMS="cpu")
+    env = child_env(TPU_SKIP_MDS_QUERY="1", ALLOW_MULTIPLE_LIBTPU_LOAD="true", JAX_PLATFORMS="cpu")
     command = maxtext_command(COMPILE_MODULE, args)
     log.info("running: %s", " ".join(command))
     tail = LineTail(keep=400)
