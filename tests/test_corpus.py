@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from hub_stand_in import HubStandIn
-from nanogerman.corpus import ShardError, ShardSource, check_shard, fetch_shard, sha256_of
+from nanogerman.corpus import ShardError, ShardSource, check_shard, fetch_shard
+from nanogerman.provenance import file_sha256 as sha256_of
 from nanogerman.hub import retry_transient
 
 

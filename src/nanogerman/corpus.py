@@ -9,7 +9,6 @@ renamed into place only once it has passed the checks.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import time
@@ -24,6 +23,7 @@ from nanogerman.atomic import atomic_path, write_json
 from nanogerman.errors import StageError, first_line
 from nanogerman.gcs import gcs_filesystem, split_gcs_uri
 from nanogerman.hub import HubTarget, call_hub
+from nanogerman.provenance import file_sha256
 from nanogerman.hub import endpoint as hub_endpoint
 from nanogerman.text_column import blank_count, is_text_type, plain_texts
 
@@ -167,15 +167,7 @@ def check_shard(path: str | Path, label: str | None = None) -> ShardStats:
         raise ShardError(f"{label}: the shard has no rows")
     if blank == rows:
         raise ShardError(f"{label}: all {rows} texts are empty or whitespace; a shard needs text")
-    return ShardStats(rows, characters, text_bytes, empty, size, sha256_of(path), blank)
-
-
-def sha256_of(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return ShardStats(rows, characters, text_bytes, empty, size, file_sha256(path), blank)
 
 
 # --- fetchers: copy one shard to ``destination``; return extra provenance ---------------
