@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO, SAMPLE_DIR
+
 from nanogerman import training
 from nanogerman.atomic import atomic_path, sweep_leftovers
 from nanogerman.childenv import child_env
@@ -134,7 +134,7 @@ def test_scratch_folders_are_removed_on_exit_and_a_dead_process_ones_swept(tmp_p
             raise RuntimeError("boom")
         assert not Path(inner).exists()
     assert not Path(folder).exists()
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True).stdout.strip()
     stale = tmp_path / f"nanogerman-export-{dead}-abc"
     stale.mkdir()
     live = tmp_path / f"nanogerman-export-{os.getpid()}-def"
@@ -172,8 +172,7 @@ def test_resume_retrains_checkpoints_newer_than_the_recorded_metrics(tmp_path, m
     def fake_maxtext(command, *, env, on_line):
         started.append(sorted(int(path.name) for path in checkpoints.iterdir()))
         with open(context.raw_metrics, "a", encoding="utf-8") as handle:  # MaxText resumes after step 0 and logs steps 1…
-            for step in range(1, int(plan.settings["steps"])):
-                handle.write(json.dumps({"step": step, "learning/loss": 4.0}) + "\n")
+            handle.writelines(json.dumps({"step": step, "learning/loss": 4.0}) + "\n" for step in range(1, int(plan.settings["steps"])))
         _checkpoints(checkpoints, (int(plan.settings["steps"]) - 1,))
         return 0
 

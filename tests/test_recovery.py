@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO, SAMPLE_DIR, VENV_BIN, default_config
+
 from nanogerman.training import committed_steps
 
 TARGET = "results/hf/tiny"
@@ -70,27 +70,29 @@ def test_kill_9_at_every_stage_then_the_readme_command_recovers(tmp_path):
     for attempt in range(6):
         if attempt:  # the README: `snakemake --unlock` once, then the same command
             subprocess.run([*snakemake, "--unlock"], cwd=tmp_path, env=env, capture_output=True, check=True)
-        process = subprocess.Popen([snakemake[0], TARGET, *snakemake[1:], "--cores", "2"], cwd=tmp_path, env=env,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        output = tmp_path / f"snakemake-{attempt}.log"
+        with open(output, "w", encoding="utf-8") as handle:
+            process = subprocess.Popen([snakemake[0], TARGET, *snakemake[1:], "--cores", "2"], cwd=tmp_path, env=env,
+                                       stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             while process.poll() is None:
                 running = [stage for stage, yes in stage_under_way(results, scratch).items() if yes and stage not in killed]
                 if running:
-                    os.killpg(process.pid, signal.SIGKILL)
+                    os.killpg(process.pid, signal.SIGKILL)  # snakemake, its jobs and MaxText at once
                     killed.append(running[0])
                     break
                 time.sleep(0.02)
         finally:
-            if process.poll() is None and not killed[attempt:]:
+            if process.poll() is None and not killed[attempt:]:  # the test itself was interrupted
                 os.killpg(process.pid, signal.SIGKILL)
-            _, stderr = process.communicate()
+            process.wait()
         if len(killed) == attempt:  # not killed: it ran to the end
             returncode = process.returncode
             break
     assert sorted(killed) == ["dataset part", "export", "tokenizer", "train"], killed
-    assert returncode == 0, stderr[-3000:]
+    assert returncode == 0, output.read_text()[-3000:]
     assert (results / "hf" / "tiny" / "config.json").is_file()
     records = [json.loads(line) for line in (results / "train" / "tiny" / "metrics.jsonl").read_text().splitlines()]
     assert [record["step"] for record in records] == [0, 1, 2, 3]  # every step exactly once, across the kill
-    assert [str(path.relative_to(results)) for path in results.rglob("*.tmp-*")] == []
+    assert [str(path.relative_to(results)) for path in results.rglob("*tmp*")] == []  # ours (.tmp-*) and orbax's (*-tmp-*)
     assert sorted(path.name for path in scratch.iterdir() if path.name.startswith("nanogerman-")) == []
