@@ -90,6 +90,8 @@ def test_kill_9_at_every_stage_then_the_readme_command_recovers(tmp_path):
             returncode = process.returncode
             break
     assert sorted(killed) == ["dataset part", "export", "tokenizer", "train"], killed
+    # found beside the Snakefile (the runs start outside the repository): what turns on rerun-incomplete
+    assert f"Using workflow specific profile {REPO / 'profiles' / 'default'}" in (tmp_path / "snakemake-0.log").read_text()
     assert returncode == 0, output.read_text()[-3000:]
     assert (results / "hf" / "tiny" / "config.json").is_file()
     records = [json.loads(line) for line in (results / "train" / "tiny" / "metrics.jsonl").read_text().splitlines()]

@@ -41,7 +41,8 @@ def run_stage(snakemake: Any, main: Callable[[], Any]) -> Any:
     configure_logging(snakemake.log[0] if len(snakemake.log) else None)
     for leftover in sweep_leftovers(list(snakemake.output)):
         log.info("removed %s, left behind by a killed run of this job", leftover)
-    sweep_stale_scratch()
+    for leftover in sweep_stale_scratch():
+        log.info("removed %s, the scratch folder of a killed job", leftover)
     try:
         return main()
     except StageError as error:
