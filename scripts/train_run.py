@@ -1,7 +1,8 @@
 """Snakemake script for rule train_run: one MaxText run (local or tpu backend), its metrics and train.json."""
 
 from nanogerman.stage import run_stage
-from nanogerman.training import plan_run, terminate_on_sigterm, train_run
+from nanogerman.job import terminate_on_sigterm
+from nanogerman.training import plan_run, train_run
 
 
 def main(snakemake):

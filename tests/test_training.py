@@ -22,10 +22,10 @@ import yaml
 from conftest import REPO, VENV_BIN, default_config, run_snakemake, set_key
 from nanogerman.config import ConfigError, validate_config
 from nanogerman import training
+from nanogerman.job import committed_steps, config_hash, maxtext_train_args, padded_vocab
+from nanogerman.metrics import dedupe_steps, parse_step_line, read_jsonl, summarize_metrics
 from nanogerman.training import (
-    TrainingError, accelerator_devices, batch_geometry, committed_steps, config_hash, dedupe_steps, maxtext_train_args,
-    merged_settings, padded_vocab, parse_memory_analysis, parse_oom, parse_step_line, plan_run, read_jsonl,
-    summarize_metrics,
+    TrainingError, accelerator_devices, batch_geometry, merged_settings, parse_memory_analysis, parse_oom, plan_run,
 )
 
 TINY = str(REPO / "config" / "models" / "nano-german-tiny.yml")

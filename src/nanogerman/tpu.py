@@ -32,10 +32,11 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from nanogerman.errors import StageError
-from nanogerman.training import (
-    TRAIN_MODULE, BackendResult, JobContext, LineTail, RunInputs, RunPlan, StepRecorder, TrainingError, dedupe_steps,
-    prepare_job, read_jsonl, run_streaming, safe_name, smoke_args,
+from nanogerman.job import (
+    PROJECT_ROOT, TRAIN_MODULE, BackendResult, JobContext, LineTail, RunInputs, RunPlan, TrainingError, prepare_job,
+    run_streaming, safe_name, smoke_args,
 )
+from nanogerman.metrics import StepRecorder, dedupe_steps, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -395,8 +396,6 @@ def run_with_preemption(resource: QueuedResource, payload: Payload, command: str
 
 
 def _requirements_path(settings: dict) -> str:
-    from nanogerman.training import PROJECT_ROOT
-
     path = Path(settings["requirements"])
     path = path if path.is_absolute() else PROJECT_ROOT / path
     if not path.is_file():
@@ -455,7 +454,5 @@ def run_smoke_on_tpu(plan: RunPlan, *, training: dict, results_dir: str | Path, 
 
 
 if __name__ == "__main__":  # regenerate envs/tpu-requirements.txt
-    from nanogerman.training import PROJECT_ROOT
-
     print(tpu_requirements((PROJECT_ROOT / "requirements.lock").read_text(encoding="utf-8"),
                            (PROJECT_ROOT / "envs" / "maxtext-runtime.txt").read_text(encoding="utf-8")), end="")
