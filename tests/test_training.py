@@ -348,9 +348,9 @@ def test_a_forced_rerun_of_a_finished_run_does_not_start_maxtext(tmp_path, monke
 @pytest.mark.slow
 def test_fit_check_fails_early_with_the_per_chip_memory(tmp_path):
     """train_compile for a v6e-8 on this CPU: the tiny model with 8,192 sequences of 2,048 tokens per chip cannot fit."""
-    config = config_with(lambda c: c["training"].update(
+    config = config_with(lambda c: (c["dataset"].update(publish_to="gs://data/tfds"), c["training"].update(
         backend="tpu", checkpoint_dir="gs://ckpt/runs",
-        tpu={"project": "p", "zone": "europe-west4-a", "accelerator_type": "v6e-8", "runtime_version": "v2-alpha-tpuv6e"}))
+        tpu={"project": "p", "zone": "europe-west4-a", "accelerator_type": "v6e-8", "runtime_version": "v2-alpha-tpuv6e"})))
     config["training"]["defaults"].update(per_device_batch_size=8192, max_target_length=2048)
     plan = plan_run(validate_config(config), "tiny_neox")
     tokenizer, _ = _tiny_inputs(tmp_path)

@@ -202,6 +202,11 @@ def plan_run(config: dict, name: str) -> RunPlan:
                 f"config error: training.checkpoint_dir is {checkpoint_dir or None!r}; the tpu backend needs a gs://bucket/prefix "
                 "(TPU VMs lose their disks when preempted)"
             )
+        if not (config.get("dataset") or {}).get("publish_to"):
+            raise TrainingError(
+                "config error: dataset.publish_to is null; the tpu backend's workers read the dataset from Cloud Storage: "
+                "set dataset.publish_to to a gs://bucket/prefix"
+            )
         devices = accelerator_devices(tpu["accelerator_type"])
         accelerator = tpu["accelerator_type"]
         hardware = "tpu"
