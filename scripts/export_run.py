@@ -3,7 +3,7 @@
 from nanogerman.evaluation import quiet_job
 from nanogerman.export import export_run
 from nanogerman.stage import run_stage
-from nanogerman.training import terminate_on_sigterm
+from nanogerman.job import terminate_on_sigterm
 
 
 def main(snakemake):

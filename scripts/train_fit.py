@@ -1,7 +1,8 @@
 """Snakemake script for rule train_fit: compile a tpu run for its topology here and check it fits in HBM."""
 
 from nanogerman.stage import run_stage
-from nanogerman.training import fit_check, plan_run, terminate_on_sigterm
+from nanogerman.job import terminate_on_sigterm
+from nanogerman.training import fit_check, plan_run
 
 
 def main(snakemake):

@@ -4,7 +4,8 @@ import logging
 
 from nanogerman.preemption import job_warnings
 from nanogerman.stage import run_stage
-from nanogerman.training import plan_run, terminate_on_sigterm, train_run
+from nanogerman.job import terminate_on_sigterm
+from nanogerman.training import plan_run, train_run
 
 
 def main(snakemake):

@@ -172,6 +172,14 @@ def test_the_dry_run_prints_the_warnings_before_any_job(tmp_path, seed_as_shippe
     assert "train_run" in output  # planned anyway: a warning, not an error
 
 
+class NamedFiles(list):
+    """Like Snakemake's output object: a list of paths that also has them as attributes."""
+
+    def __init__(self, **named):
+        super().__init__(named.values())
+        self.__dict__.update(named)
+
+
 def test_the_train_run_job_writes_the_warnings_into_its_log(tmp_path, monkeypatch):
     """scripts/train_run.py as Snakemake runs it (its injected `snakemake` object), with the training itself stubbed out."""
     import logging
@@ -190,7 +198,7 @@ def test_the_train_run_job_writes_the_warnings_into_its_log(tmp_path, monkeypatc
         config=config, wildcards=SimpleNamespace(run="nano_neox_lr6e-4"), log=[str(log)], rule="train_run",
         input=SimpleNamespace(dataset=str(manifest), tokenizer=str(tmp_path / "tok")),
         params=SimpleNamespace(results_dir=str(tmp_path / "results")),
-        output=SimpleNamespace(manifest=str(tmp_path / "train.json"), metrics=str(tmp_path / "metrics.jsonl")),
+        output=NamedFiles(manifest=str(tmp_path / "train.json"), metrics=str(tmp_path / "metrics.jsonl")),
     )
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level

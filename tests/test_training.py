@@ -23,10 +23,10 @@ from conftest import REPO, VENV_BIN, default_config, run_snakemake, set_key
 from nanogerman.config import ConfigError, validate_config
 from nanogerman import training
 from nanogerman.resume import recorded_through
+from nanogerman.job import committed_steps, config_hash, maxtext_train_args, padded_vocab
+from nanogerman.metrics import dedupe_steps, parse_step_line, read_jsonl, summarize_metrics
 from nanogerman.training import (
-    TrainingError, accelerator_devices, batch_geometry, committed_steps, config_hash, dedupe_steps, maxtext_train_args,
-    merged_settings, padded_vocab, parse_memory_analysis, parse_oom, parse_step_line, plan_run, read_jsonl,
-    summarize_metrics,
+    TrainingError, accelerator_devices, batch_geometry, merged_settings, parse_memory_analysis, parse_oom, plan_run,
 )
 
 TINY = str(REPO / "config" / "models" / "nano-german-tiny.yml")
@@ -376,9 +376,9 @@ def test_a_forced_rerun_of_a_finished_run_does_not_start_maxtext(tmp_path, monke
 @pytest.mark.slow
 def test_fit_check_fails_early_with_the_per_chip_memory(tmp_path):
     """train_compile for a v6e-8 on this CPU: the tiny model with 8,192 sequences of 2,048 tokens per chip cannot fit."""
-    config = config_with(lambda c: c["training"].update(
+    config = config_with(lambda c: (c["dataset"].update(publish_to="gs://data/tfds"), c["training"].update(
         backend="tpu", checkpoint_dir="gs://ckpt/runs",
-        tpu={"project": "p", "zone": "europe-west4-a", "accelerator_type": "v6e-8", "runtime_version": "v2-alpha-tpuv6e"}))
+        tpu={"project": "p", "zone": "europe-west4-a", "accelerator_type": "v6e-8", "runtime_version": "v2-alpha-tpuv6e"})))
     config["training"]["defaults"].update(per_device_batch_size=8192, max_target_length=2048)
     plan = plan_run(validate_config(config), "tiny_neox")
     tokenizer, _ = _tiny_inputs(tmp_path)

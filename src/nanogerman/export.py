@@ -42,7 +42,7 @@ from nanogerman.errors import StageError, first_line
 from nanogerman.provenance import package_versions
 from nanogerman.maxtext_values import maxtext_value
 from nanogerman.scratch import scratch_dir
-from nanogerman.training import format_value
+from nanogerman.job import format_value
 
 log = logging.getLogger(__name__)
 
@@ -401,7 +401,7 @@ def run_command(command: list[str], env: dict) -> tuple[int, str]:
     """Run a child (no shell) with its output in the job's log; (exit code, its most telling line)."""
     import subprocess
 
-    from nanogerman.training import LineTail
+    from nanogerman.job import LineTail
 
     tail = LineTail()
     log.info("running: %s", " ".join(command))

@@ -177,7 +177,7 @@ def read_train_manifest(path: str | Path) -> Run:
 
 def read_loss_curve(path: str | Path) -> list[tuple[int, float]]:
     """(step, loss) per logged step from the training stage's metrics JSONL (``step``, ``learning/loss``)."""
-    from nanogerman.training import dedupe_steps, read_jsonl
+    from nanogerman.metrics import dedupe_steps, read_jsonl
 
     if not Path(path).is_file():
         raise ReportError(f"{path}: training metrics not found")
