@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from nanogerman.errors import StageError
+from nanogerman.provenance import PROJECT_ROOT
 from nanogerman.selection import all_shards
 from nanogerman.maxtext_values import MaxTextValueError, check_extra, check_value
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 class BoundsError(StageError):

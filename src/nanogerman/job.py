@@ -18,19 +18,17 @@ import math
 import re
 import signal
 import subprocess
-import sys
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from nanogerman.errors import StageError
 from nanogerman.maxtext_values import maxtext_arg
+from nanogerman.provenance import file_sha256, git_commit, package_versions
 
 log = logging.getLogger(__name__)
 maxtext_log = logging.getLogger("maxtext")
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TRAIN_MODULE = "maxtext.trainers.pre_train.train"
 # MaxText arguments that do not change the trained weights: left out of the config hash.
 NOT_HASHED = frozenset({
@@ -195,27 +193,10 @@ def config_hash(args: Sequence[str], *, model_text: str, tokenizer_sha256: str, 
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
 
 
-def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+def versions() -> dict[str, str | None]:
+    """The Python and package versions a run's manifest records."""
+    return package_versions(VERSIONED_PACKAGES, python=True)
 
-
-def versions() -> dict[str, str]:
-    found = {"python": sys.version.split()[0]}
-    for name in VERSIONED_PACKAGES:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = None
-    return found
-
-
-def git_commit() -> str | None:
-    """The project's git commit (provenance for the report), or None outside a git checkout."""
-    try:
-        result = subprocess.run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return result.stdout.strip() or None if result.returncode == 0 else None
 
 # --- checkpoints ---------------------------------------------------------------------------
 

@@ -53,8 +53,9 @@ from typing import Callable, Sequence
 
 from nanogerman import tpu_worker
 from nanogerman.errors import StageError
+from nanogerman.provenance import PROJECT_ROOT
 from nanogerman.job import (
-    PROJECT_ROOT, TRAIN_MODULE, BackendResult, JobContext, LineTail, RunInputs, RunPlan, TrainingError, prepare_job,
+    TRAIN_MODULE, BackendResult, JobContext, LineTail, RunInputs, RunPlan, TrainingError, prepare_job,
     run_streaming, safe_name, smoke_args,
 )
 from nanogerman.metrics import StepRecorder, dedupe_steps, read_jsonl

@@ -34,8 +34,9 @@ from typing import Any, Callable, Sequence
 from nanogerman import tpu
 from nanogerman.atomic import write_json
 from nanogerman.childenv import child_env
+from nanogerman.provenance import PROJECT_ROOT
 from nanogerman.job import (
-    ALREADY_DONE, OUT_OF_DATA, PROJECT_ROOT, TRAIN_MODULE, BackendResult, JobContext, LineTail, RunInputs, RunPlan,
+    ALREADY_DONE, OUT_OF_DATA, TRAIN_MODULE, BackendResult, JobContext, LineTail, RunInputs, RunPlan,
     TrainingError, build_manifest, checkpoint_base, committed_steps, padded_vocab, prepare_job, run_streaming,
     smoke_args, versions,
 )
