@@ -15,7 +15,7 @@ except ConfigError as error:
     sys.exit(1)
 config.clear()
 config.update(_validated)
-# Spot runs that would replay data after a preemption or lose more than training.tpu.max_lost_minutes: one line each.
+# Spot runs that would replay data after a preemption (one line) or lose more than training.tpu.max_lost_minutes (one line per run).
 for _warning in planning_warnings(config):
     sys.stderr.write(f"warning: {_warning}\n")
 
