@@ -90,6 +90,21 @@ def test_converter_gets_the_run_model_under_the_llama_mapping(tmp_path):
     assert "--override_model_architecture" in command and f"--hf_model_path={tokenizer.resolve()}" in command
 
 
+def test_paths_reach_maxtext_intact_through_its_config_parser(tmp_path):
+    """A results folder with ' #' (a YAML comment) and ': ' (a mapping) reaches both MaxText children unchanged."""
+    from nanogerman.maxtext_values import parsed_back
+
+    odd = tmp_path / "res #1: x"
+    manifest, tokenizer = fake_run(odd)
+    inputs = load_inputs(manifest, tokenizer)
+    for command, folder in ((conversion_command(inputs, odd / "hf" / ".tiny.tmp-1", python="python3"), odd / "hf" / ".tiny.tmp-1"),
+                            (logits_command(inputs, "ids.npy", "logits.npy", batch=3, length=64, scratch=odd / "s", python="python3"),
+                             odd / "s")):
+        arguments = [argument for argument in command if "=" in argument and not argument.startswith("--")]
+        assert parsed_back(next(a for a in arguments if a.startswith("load_parameters_path="))) == inputs.checkpoint
+        assert parsed_back(next(a for a in arguments if a.startswith("base_output_directory="))) == str(folder)
+
+
 def test_maxtext_forward_uses_the_run_model_in_float32(tmp_path):
     manifest, tokenizer = fake_run(tmp_path)
     inputs = load_inputs(manifest, tokenizer)

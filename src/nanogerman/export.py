@@ -237,7 +237,7 @@ def logits_command(inputs: ExportInputs, ids_path: str | Path, logits_path: str 
     """MaxText's forward pass on the check's ids, in float32, with the run's model (not the converter's)."""
     pairs = {
         **model_pairs(inputs),
-        "load_parameters_path": inputs.checkpoint,
+        "load_parameters_path": maxtext_value(inputs.checkpoint, "the run's checkpoint path"),
         "per_device_batch_size": str(batch),
         "max_target_length": str(length),
         "dtype": "float32",
