@@ -289,7 +289,9 @@ class ReportSettings:
 
 def evaluation_tasks(config: dict) -> list[str]:
     """Task names the evaluation stage's config lists (``evaluation.tasks``: names, or entries with ``name``/``task``)."""
-    tasks = (config.get("evaluation") or {}).get("tasks") or []
+    section = config.get("evaluation") or {}
+    suites = section.get("suites") or {}
+    tasks = [task for suite in section.get("run_suites") or [] for task in suites.get(suite) or []] + list(section.get("tasks") or [])
     names = []
     for entry in tasks if isinstance(tasks, list) else []:
         name = entry if isinstance(entry, str) else (entry.get("name") or entry.get("task")) if isinstance(entry, dict) else None
