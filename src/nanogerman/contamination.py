@@ -159,7 +159,7 @@ def eval_documents(task) -> list[dict]:
     docs = task.test_docs() if task.has_test_docs() else task.validation_docs()
     found = []
     for number, doc in enumerate(docs):
-        question = task.doc_to_decontamination_query(doc) if task.should_decontaminate() else task.doc_to_text(doc)
+        question = _decontamination_query(task, doc) if task.should_decontaminate() else task.doc_to_text(doc)
         target = task.doc_to_target(doc)
         if task.OUTPUT_TYPE == "multiple_choice":
             choices = task.doc_to_choice(doc)
@@ -168,6 +168,17 @@ def eval_documents(task) -> list[dict]:
             answer = str(target)
         found.append({"id": number, "text": f"{question}{task.config.target_delimiter}{answer}"})
     return found
+
+
+def _decontamination_query(task, doc: dict) -> str:
+    """lm-eval's decontamination query of ``doc``. lm-eval 0.4.13 runs ``ast.literal_eval`` over a rendered Jinja
+    query (e.g. lambada's ``{{text}}``), which fails on plain text: such a query is rendered as text here."""
+    from lm_eval.utils import apply_template
+
+    try:
+        return task.doc_to_decontamination_query(doc)
+    except (SyntaxError, ValueError):
+        return apply_template(task.config.doc_to_decontamination_query, doc)
 
 
 def task_documents(task: str, *, generated: Sequence[str | Path] = (), local_data: dict | None = None) -> list[dict]:
