@@ -21,6 +21,7 @@ include: "rules/train.smk"
 include: "rules/export.smk"
 include: "rules/evaluate.smk"
 include: "rules/contamination.smk"
+include: "rules/significance.smk"
 include: "rules/report.smk"
 
 
@@ -35,4 +36,5 @@ rule all:
         export_outputs(),
         eval_outputs(),
         contamination_outputs(),
+        comparison_outputs(),
         report_outputs(),

@@ -14,6 +14,7 @@ def main(snakemake):
         outputs=dict(snakemake.output.items()),
         plots_dir=snakemake.params.plots_dir,
         commit=git_commit(snakemake.params.project_root),
+        contamination=list(snakemake.input.contamination),
     )
 
 

@@ -185,3 +185,28 @@ def test_every_suite_task_runs_offline_with_chance_levels_from_the_task(tiny, tm
     assert chance["truthfulqa_de_mc1"]["acc"] == pytest.approx(1 / 4)  # four answers per fixture question
     assert scores["lambada_openai_mt_de"]["perplexity,none"] > 1
     assert items["arc_de"]["doc_id"] == list(range(12)) and set(items["arc_de"]["acc"]) <= {0.0, 1.0}
+
+
+def test_the_report_takes_chance_levels_from_the_tasks_and_footnotes_arc_de(tmp_path):
+    from nanogerman.contamination import contamination_section
+    from nanogerman.report import ReportSettings, Score, select_columns
+    from nanogerman.suites import recorded_chances, task_notes
+
+    results = tmp_path / "lm_eval.json"
+    results.write_text(json.dumps({"results": {}, "nanogerman": {"chance": {"xnli_de": {"acc": 1 / 3}, "lambada_openai_mt_de":
+                                                                            {"acc": None, "perplexity": None}}}}))
+    chances = recorded_chances([results])
+    assert chances == {"xnli_de": pytest.approx(1 / 3), "lambada_openai_mt_de": None}
+
+    class Model:
+        scores = {("xnli_de", "acc"): Score(0.4, 0.02), ("lambada_openai_mt_de", "acc"): Score(0.1, 0.01),
+                  ("lambada_openai_mt_de", "perplexity"): Score(900.0, 40.0)}
+
+    columns = select_columns([Model()], ReportSettings(chance={**chances, **ReportSettings().chance}))
+    assert [(column.key, column.chance) for column in columns] == [
+        ("xnli_de/acc", pytest.approx(1 / 3)), ("lambada_openai_mt_de/acc", None), ("lambada_openai_mt_de/perplexity", None)]
+    assert task_notes(["arc_de", "arc_de_fixed"]) and "issue 2000" in task_notes(["arc_de"])[0] and not task_notes(["xnli_de"])
+    contamination = tmp_path / "xnli_de.json"
+    contamination.write_text(json.dumps({"task": "xnli_de", "n": 13, "documents": 8, "contaminated": 2, "share": 0.25}))
+    section = contamination_section([contamination])
+    assert "| | xnli_de |" in section and "| contaminated | 25.0 % (2/8) |" in section and "13-gram" in section

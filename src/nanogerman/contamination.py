@@ -233,3 +233,18 @@ def write_contamination_summary(rows: Sequence[dict], markdown_out: str | Path, 
         header = "task,n,documents,contaminated,share\n"
         temporary.write_text(header + "".join(f"{r['task']},{r['n']},{r['documents']},{r['contaminated']},"
                                               f"{'' if r['share'] is None else repr(r['share'])}\n" for r in rows), encoding="utf-8")
+
+
+def contamination_section(paths: Sequence[str | Path]) -> str:
+    """The report's contamination table in Markdown: a column per task, its share of contaminated documents."""
+    rows = contamination_rows(paths)
+    if not rows:
+        return ""
+    n = rows[0]["n"]
+    header = "| | " + " | ".join(row["task"] for row in rows) + " |"
+    rule = "|---|" + "---:|" * len(rows)
+    shares = "| contaminated | " + " | ".join("–" if row["share"] is None else f"{100 * row['share']:.1f} % ({row['contaminated']}/{row['documents']})"
+                                                for row in rows) + " |"
+    return ("\n## Contamination\n\nShare of each task's evaluation documents (question and correct answer) that share at least "
+            f"one {n}-gram (whitespace tokens after NFKC and lowercasing) with the training corpus.\n\n"
+            + "\n".join([header, rule, shares]) + "\n")

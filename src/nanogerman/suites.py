@@ -184,3 +184,29 @@ def item_scores(samples: dict) -> dict[str, dict]:
                 entry[metric] = [item[metric] for item in ordered]
         kept[task] = entry
     return kept
+
+
+# --- what the report takes from here ---------------------------------------------------------------
+
+
+def recorded_chances(result_files) -> dict[str, float | None]:
+    """{task: chance of acc} recorded by the evaluation stage in its lm-eval results files (the first file that has one)."""
+    import json
+
+    found: dict[str, float | None] = {}
+    for path in result_files:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        for task, levels in ((data.get("nanogerman") or {}).get("chance") or {}).items():
+            if task not in found and ("acc" in levels or "acc_norm" in levels):
+                found[task] = levels.get("acc", levels.get("acc_norm"))
+    return found
+
+
+ARC_FOOTNOTE = ("arc_de is lm-eval 0.4.13's task as published, which deletes every [...] span from questions and answers "
+                "(HellaSwag's preprocessing, lm-eval issue 2000); arc_de_fixed is the same task without that step "
+                "(src/nanogerman/task_fixes.py).")
+
+
+def task_notes(tasks: Sequence[str]) -> list[str]:
+    """Footnotes for the overview about the tasks in its columns."""
+    return [ARC_FOOTNOTE] if {"arc_de", "arc_de_fixed"} & set(tasks) else []
