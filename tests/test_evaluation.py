@@ -272,7 +272,7 @@ def test_every_suite_task_runs_offline_with_chance_levels_from_the_task(tiny, tm
     from test_suites import LOCAL_DATA, TASKS_WITH_FIXED
 
     out = tmp_path / "lm_eval.json"
-    evaluate_lm_eval(ModelSpec("tiny", str(tiny.export_dir)), EvalSettings(batch_size=16), out, tasks=TASKS_WITH_FIXED,
+    evaluate_lm_eval(ModelSpec("tiny", str(tiny.export_dir)), EvalSettings(batch_size=16, bootstrap_iters=200), out, tasks=TASKS_WITH_FIXED,
                      local_data=LOCAL_DATA)
     results = json.loads(out.read_text())
     scores, chance, items = results["results"], results["nanogerman"]["chance"], results["nanogerman"]["items"]

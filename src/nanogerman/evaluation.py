@@ -78,10 +78,12 @@ class EvalSettings:
     limit: int | None = None
     num_fewshot: int = 0
     seed: int = 1234
+    bootstrap_iters: int = 100000  # lm-eval's draws for the stderr of perplexity and mcc (means have a closed form)
 
     @classmethod
     def from_config(cls, section: dict) -> "EvalSettings":
-        return cls(**{key: section[key] for key in ("batch_size", "device", "dtype", "limit", "num_fewshot", "seed") if key in section})
+        keys = ("batch_size", "device", "dtype", "limit", "num_fewshot", "seed", "bootstrap_iters")
+        return cls(**{key: section[key] for key in keys if key in section})
 
 
 def model_spec(config: dict, name: str, run_folder: str | None = None) -> ModelSpec:
@@ -242,7 +244,7 @@ def run_lm_eval(spec: ModelSpec, tasks: Sequence[str], settings: EvalSettings, *
             results = lm_eval.simple_evaluate(
                 model=lm, tasks=list(tasks), num_fewshot=settings.num_fewshot, limit=settings.limit,
                 task_manager=task_manager, log_samples=True, random_seed=settings.seed, numpy_random_seed=settings.seed,
-                torch_random_seed=settings.seed, fewshot_random_seed=settings.seed,
+                torch_random_seed=settings.seed, fewshot_random_seed=settings.seed, bootstrap_iters=settings.bootstrap_iters,
             )
     except (OSError, ConnectionError) as error:
         raise EvaluationError(f"{spec.describe()}: lm-eval could not load a task's data: {first_line(error)}") from None
