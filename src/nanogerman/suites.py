@@ -75,7 +75,7 @@ def find_yaml(name: str, key: str = "task", root: str | Path | None = None) -> P
     for path in _yaml_index(str(root or _tasks_root())).get((key, name), []):
         try:
             if load_yaml(path, resolve_func=False, recursive=False).get(key) == name:
-                return path
+                return path.resolve()
         except Exception:  # noqa: BLE001 (a YAML lm-eval itself cannot read is not the one)
             continue
     return None
