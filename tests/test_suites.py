@@ -99,7 +99,7 @@ def _strict(template, doc: dict):
     if template in doc:
         return doc[template]
     rendered = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True).from_string(template).render(**doc)
-    return eval(rendered) if isinstance(rendered, str) and rendered.startswith("[") else rendered  # noqa: S307 (lm-eval's own convention)
+    return eval(rendered) if isinstance(rendered, str) and rendered.startswith("[") else rendered
 
 
 def test_one_example_per_task_renders_as_the_installed_task_defines_it(task_objects):

@@ -22,8 +22,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -103,15 +103,14 @@ def shard_ngrams(parquet_files: Sequence[str | Path], out: str | Path, *, n: int
             parts.append(np.unique(grams))
     distinct = np.unique(np.concatenate(parts)) if parts else np.empty(0, dtype=np.uint64)
     _save(out, distinct)
-    info = {"files": [str(path) for path in parquet_files], "n": n, "documents": documents, "bytes": size, "ngrams": int(len(distinct))}
+    info = {"files": [str(path) for path in parquet_files], "n": n, "documents": documents, "bytes": size, "ngrams": len(distinct)}
     log.info("%d documents, %d bytes: %d distinct %d-grams", documents, size, len(distinct), n)
     return info
 
 
 def _save(out: str | Path, values: np.ndarray) -> None:
-    with atomic_path(out) as temporary:
-        with open(temporary, "wb") as handle:
-            np.save(handle, values)
+    with atomic_path(out) as temporary, open(temporary, "wb") as handle:
+        np.save(handle, values)
 
 
 def load_ngrams(path: str | Path) -> np.ndarray:
@@ -126,7 +125,7 @@ def merge_ngrams(shard_files: Sequence[str | Path], out: str | Path, *, n: int =
     parts = [load_ngrams(path) for path in shard_files]
     merged = np.unique(np.concatenate(parts)) if parts else np.empty(0, dtype=np.uint64)
     _save(out, merged)
-    info = {"n": n, "shards": [str(path) for path in shard_files], "ngrams": int(len(merged))}
+    info = {"n": n, "shards": [str(path) for path in shard_files], "ngrams": len(merged)}
     write_json(Path(out).with_suffix(".json"), info)
     return info
 
@@ -147,7 +146,7 @@ def task_contamination(task: str, documents: Sequence[dict], corpus_file: str | 
     hits = [document["id"] for document, flag in zip(documents, flags) if flag]
     result = {"task": task, "n": n, "documents": len(documents), "contaminated": len(hits),
               "share": len(hits) / len(documents) if documents else None, "contaminated_ids": hits,
-              "corpus_ngrams": int(len(corpus))}
+              "corpus_ngrams": len(corpus)}
     write_json(out, result)
     log.info("%s: %d of %d documents share a %d-gram with the training corpus", task, len(hits), len(documents), n)
     return result

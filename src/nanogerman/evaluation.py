@@ -34,7 +34,14 @@ from typing import Any, Iterable, Sequence
 from nanogerman.atomic import write_json
 from nanogerman.errors import StageError, first_line
 from nanogerman.offline_tasks import generated_task_yaml
-from nanogerman.suites import SuiteError, chance_levels, configured_tasks, find_yaml, item_scores, write_task_definitions
+from nanogerman.suites import (
+    SuiteError,
+    chance_levels,
+    configured_tasks,
+    find_yaml,
+    item_scores,
+    write_task_definitions,
+)
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from nanogerman.errors import StageError
 from nanogerman.offline_tasks import local_override_yaml, local_split_files, write_yaml
