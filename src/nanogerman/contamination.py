@@ -4,8 +4,9 @@ A text's n-grams are runs of ``n`` whitespace tokens (13 by default) after NFKC
 normalization and lowercasing, each hashed to 64 bits. Three steps, one job each:
 
 - :func:`shard_ngrams`: the distinct n-gram hashes of one training shard (``.npy``, sorted).
-  Vectorized with pyarrow and numpy: the shard's texts are normalized, lowercased and split
-  by pyarrow's kernels; only the distinct tokens are hashed (blake2b, 8 bytes); the n-gram
+  Vectorized with pyarrow and numpy: the shard's texts are normalized and lowercased by Python
+  and split at whitespace by pyarrow; only the distinct tokens are hashed (a byte polynomial with
+  a splitmix64 finalizer, over pyarrow's buffers); the n-gram
   hashes are a polynomial over the token hashes, computed for all positions at once, and
   n-grams that would cross from one document into the next are dropped.
 - :func:`merge_ngrams`: the union over all shards.
@@ -19,9 +20,9 @@ a false match between two different n-grams about as likely as 1 in 10^19 per pa
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
+import unicodedata
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -33,7 +34,8 @@ from nanogerman.errors import StageError
 log = logging.getLogger(__name__)
 
 DEFAULT_N = 13
-_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # odd: the polynomial's base (mod 2^64)
+_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # odd: the n-gram polynomial's base (mod 2^64)
+_BYTE_BASE = np.uint64(0x100000001B3)  # odd: the byte polynomial's base (FNV's prime)
 TEXT_COLUMN = "text"
 
 
@@ -43,14 +45,49 @@ class ContaminationError(StageError):
 
 def normalized_tokens(text: str) -> list[str]:
     """The tokens the n-grams are made of: NFKC, lowercase, split at whitespace (for one text; the reference)."""
-    import unicodedata
-
     return unicodedata.normalize("NFKC", text).lower().split()
 
 
 def _token_hashes(tokens: Sequence[str]) -> np.ndarray:
-    return np.frombuffer(b"".join(hashlib.blake2b(token.encode("utf-8"), digest_size=8).digest() for token in tokens),
-                         dtype=np.uint64)
+    """64-bit hashes of tokens (the reference for :func:`_string_hashes`, one token at a time)."""
+    import pyarrow as pa
+
+    return _string_hashes(pa.array(list(tokens), pa.string()))
+
+
+def _string_hashes(strings) -> np.ndarray:
+    """64-bit hashes of the non-null strings of a pyarrow string array, all at once: a polynomial over each string's
+    UTF-8 bytes (mod 2^64), then a splitmix64 finalizer so that similar strings land far apart."""
+    import pyarrow as pa
+
+    if len(strings) == 0:
+        return np.empty(0, dtype=np.uint64)
+    _, offset_buffer, data_buffer = strings.buffers()
+    width = np.int64 if pa.types.is_large_string(strings.type) else np.int32
+    offsets = np.frombuffer(offset_buffer, dtype=width)[strings.offset:strings.offset + len(strings) + 1].astype(np.int64)
+    data = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0]:offsets[-1]].astype(np.uint64)
+    starts, lengths = offsets[:-1] - offsets[0], np.diff(offsets)
+    if not len(data):
+        return np.zeros(len(strings), dtype=np.uint64)
+    positions = np.arange(len(data)) - np.repeat(starts, lengths)
+    with np.errstate(over="ignore"):
+        powers = np.ones(int(lengths.max()), dtype=np.uint64)  # 1, B, B^2, … (mod 2^64)
+        powers[1:] = np.cumprod(np.full(len(powers) - 1, _BYTE_BASE, dtype=np.uint64))
+        sums = np.zeros(len(strings), dtype=np.uint64)
+        nonempty = lengths > 0
+        sums[nonempty] = np.add.reduceat(data * powers[positions], starts[nonempty])
+        value = sums + lengths.astype(np.uint64)
+        value = (value ^ (value >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        value = (value ^ (value >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return value ^ (value >> np.uint64(31))
+
+
+def _distinct(values: np.ndarray) -> np.ndarray:
+    """Sorted distinct values (sort and drop repeats: several times faster than numpy 2.5's ``np.unique`` here)."""
+    ordered = np.sort(values)
+    if len(ordered) < 2:
+        return ordered
+    return ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))]
 
 
 def _ngram_hashes(token_hashes: np.ndarray, starts: np.ndarray, ends: np.ndarray, n: int) -> np.ndarray:
@@ -74,14 +111,15 @@ def text_ngrams(texts: Iterable[str | None], n: int = DEFAULT_N) -> tuple[np.nda
 
     if n < 1:
         raise ContaminationError(f"config error: evaluation.contamination.n is {n}; expected an integer >= 1")
-    array = pa.array([text or "" for text in texts], pa.string())
-    tokens = pc.utf8_split_whitespace(pc.utf8_lower(pc.utf8_normalize(array, "NFKC")))
+    # Python's NFKC (with its quick check) and lower() are about twice as fast here as pyarrow's utf8 kernels.
+    array = pa.array([unicodedata.normalize("NFKC", text).lower() if text else "" for text in texts], pa.string())
+    tokens = pc.utf8_split_whitespace(array)
     offsets = tokens.offsets.to_numpy()
     flat = pc.list_flatten(tokens)
     if len(flat) == 0:
         return np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.int64)
     encoded = pc.dictionary_encode(flat).combine_chunks() if isinstance(flat, pa.ChunkedArray) else pc.dictionary_encode(flat)
-    hashes = _token_hashes(encoded.dictionary.to_pylist())[encoded.indices.to_numpy()]
+    hashes = _string_hashes(encoded.dictionary)[encoded.indices.to_numpy()]
     starts, ends = offsets[:-1], offsets[1:]
     grams = _ngram_hashes(hashes, starts, ends, n)
     owners = np.repeat(np.arange(len(starts)), np.maximum(ends - starts - n + 1, 0))
@@ -100,8 +138,8 @@ def shard_ngrams(parquet_files: Sequence[str | Path], out: str | Path, *, n: int
             documents += len(texts)
             size += sum(len(text.encode("utf-8")) for text in texts if text)
             grams, _ = text_ngrams(texts, n)
-            parts.append(np.unique(grams))
-    distinct = np.unique(np.concatenate(parts)) if parts else np.empty(0, dtype=np.uint64)
+            parts.append(_distinct(grams))
+    distinct = _distinct(np.concatenate(parts)) if parts else np.empty(0, dtype=np.uint64)
     _save(out, distinct)
     info = {"files": [str(path) for path in parquet_files], "n": n, "documents": documents, "bytes": size, "ngrams": len(distinct)}
     log.info("%d documents, %d bytes: %d distinct %d-grams", documents, size, len(distinct), n)
@@ -123,7 +161,7 @@ def load_ngrams(path: str | Path) -> np.ndarray:
 def merge_ngrams(shard_files: Sequence[str | Path], out: str | Path, *, n: int = DEFAULT_N) -> dict:
     """The union of the shards' n-gram hashes, written to ``out`` (sorted, distinct) with a JSON summary beside it."""
     parts = [load_ngrams(path) for path in shard_files]
-    merged = np.unique(np.concatenate(parts)) if parts else np.empty(0, dtype=np.uint64)
+    merged = _distinct(np.concatenate(parts)) if parts else np.empty(0, dtype=np.uint64)
     _save(out, merged)
     info = {"n": n, "shards": [str(path) for path in shard_files], "ngrams": len(merged)}
     write_json(Path(out).with_suffix(".json"), info)
@@ -133,7 +171,8 @@ def merge_ngrams(shard_files: Sequence[str | Path], out: str | Path, *, n: int =
 def contaminated(texts: Sequence[str], corpus: np.ndarray, n: int = DEFAULT_N) -> list[bool]:
     """For each text, whether it shares at least one n-gram with the corpus hashes (sorted)."""
     grams, owners = text_ngrams(texts, n)
-    hit = np.isin(grams, corpus, assume_unique=False)
+    positions = np.minimum(np.searchsorted(corpus, grams), max(len(corpus) - 1, 0))
+    hit = corpus[positions] == grams if len(corpus) else np.zeros(len(grams), dtype=bool)
     flags = np.zeros(len(texts), dtype=bool)
     flags[owners[hit]] = True
     return flags.tolist()
