@@ -5,7 +5,7 @@ normalization and lowercasing, each hashed to 64 bits. Three steps, one job each
 
 - :func:`shard_ngrams`: the distinct n-gram hashes of one training shard (``.npy``, sorted).
   Vectorized with pyarrow and numpy: the shard's texts are normalized and lowercased by Python
-  and split at whitespace by pyarrow; only the distinct tokens are hashed (a byte polynomial with
+  and split at whitespace by pyarrow; the tokens are hashed all at once (a byte polynomial with
   a splitmix64 finalizer, over pyarrow's buffers); the n-gram
   hashes are a polynomial over the token hashes, computed for all positions at once, and
   n-grams that would cross from one document into the next are dropped.
@@ -118,8 +118,7 @@ def text_ngrams(texts: Iterable[str | None], n: int = DEFAULT_N) -> tuple[np.nda
     flat = pc.list_flatten(tokens)
     if len(flat) == 0:
         return np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.int64)
-    encoded = pc.dictionary_encode(flat).combine_chunks() if isinstance(flat, pa.ChunkedArray) else pc.dictionary_encode(flat)
-    hashes = _string_hashes(encoded.dictionary)[encoded.indices.to_numpy()]
+    hashes = _string_hashes(flat.combine_chunks() if isinstance(flat, pa.ChunkedArray) else flat)  # every token, vectorized
     starts, ends = offsets[:-1], offsets[1:]
     grams = _ngram_hashes(hashes, starts, ends, n)
     owners = np.repeat(np.arange(len(starts)), np.maximum(ends - starts - n + 1, 0))
