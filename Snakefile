@@ -20,6 +20,8 @@ include: "rules/dataset.smk"
 include: "rules/train.smk"
 include: "rules/export.smk"
 include: "rules/evaluate.smk"
+include: "rules/contamination.smk"
+include: "rules/significance.smk"
 include: "rules/report.smk"
 
 
@@ -33,4 +35,6 @@ rule all:
         train_outputs(),
         export_outputs(),
         eval_outputs(),
+        contamination_outputs(),
+        comparison_outputs(),
         report_outputs(),

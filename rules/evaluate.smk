@@ -8,6 +8,7 @@ from nanogerman.evaluation import (
     evaluated_models as _evaluated_models,
     reference_names as _reference_names,
 )
+from nanogerman.suites import configured_tasks as _configured_tasks
 
 EVAL = f"{RESULTS}/eval"
 NEXT_PASSAGE = f"{EVAL}/tasks/next_passage"
@@ -28,7 +29,7 @@ def _eval_section(key):
 
 def eval_files(model):
     files = []
-    if config["evaluation"]["tasks"] or _eval_section("next_passage"):
+    if _configured_tasks(config["evaluation"]) or _eval_section("next_passage"):
         files.append(f"{EVAL}/{model}/lm_eval.json")
     if _eval_section("bits_per_byte"):
         files.append(f"{EVAL}/{model}/bits_per_byte.json")
@@ -74,7 +75,7 @@ rule eval_lm_eval:
         results=f"{EVAL}/{{model}}/lm_eval.json",
     params:
         settings=_EvalSettings.from_config(config["evaluation"]),
-        tasks=config["evaluation"]["tasks"],
+        tasks=_configured_tasks(config["evaluation"]),
         local_data=config["evaluation"]["local_data"],
     log:
         f"{RESULTS}/logs/eval/{{model}}_lm_eval.log",
@@ -82,7 +83,7 @@ rule eval_lm_eval:
         f"{RESULTS}/benchmarks/eval/{{model}}_lm_eval.tsv"
     threads: 2
     resources:
-        downloads=lambda wildcards: int(wildcards.model in _reference_names(config) or bool(config["evaluation"]["tasks"])),
+        downloads=lambda wildcards: int(wildcards.model in _reference_names(config) or bool(_configured_tasks(config["evaluation"]))),
     script:
         "../scripts/evaluate_model.py"
 

@@ -53,6 +53,7 @@ rule results_report:
         curves=[str(_Path(train_manifest(name)).with_name("metrics.jsonl")) for name in report_runs()],
         evaluations=[path for paths in report_evaluations().values() for path in paths],
         tokenizers=report_tokenizer_results(),
+        contamination=contamination_results() if "contamination_results" in globals() else [],
     output:
         overview_html=report(f"{REPORT}/overview.html", category="1. Overview", caption="../report/overview.rst"),
         overview_md=report(f"{REPORT}/overview.md", category="2. Tables", subcategory="Models", caption="../report/tables.rst"),

@@ -15,6 +15,7 @@ def main(snakemake):
         outputs=dict(snakemake.output.items()),
         plots_dir=snakemake.params.plots_dir,
         commit=git_commit(snakemake.params.project_root),
+        contamination=list(snakemake.input.contamination),
     )
 
 

@@ -264,3 +264,30 @@ def test_bits_per_byte_starts_near_uniform_and_falls_after_training(tiny, untrai
     assert before["bits_per_byte,none"] == pytest.approx(before["uniform_bits_per_byte"], rel=0.02)
     assert after["bits_per_byte,none"] < before["bits_per_byte,none"] - 0.2, (before, after)
     assert isinstance(after["bits_per_byte_stderr,none"], float)
+
+
+@pytest.mark.slow
+def test_every_suite_task_runs_offline_with_chance_levels_from_the_task(tiny, tmp_path):
+    """Every suite task (tests/test_suites.py) through lm-eval on its fixtures, with the tiny model of this module."""
+    from test_suites import LOCAL_DATA, TASKS_WITH_FIXED
+
+    out = tmp_path / "lm_eval.json"
+    evaluate_lm_eval(ModelSpec("tiny", str(tiny.export_dir)), EvalSettings(batch_size=16, bootstrap_iters=200), out, tasks=TASKS_WITH_FIXED,
+                     local_data=LOCAL_DATA)
+    results = json.loads(out.read_text())
+    scores, chance, items = results["results"], results["nanogerman"]["chance"], results["nanogerman"]["items"]
+    for task in TASKS_WITH_FIXED:
+        assert task in scores, task
+    for group in ("global_mmlu_de", "include_base_44_german"):  # the group figure, as lm-eval aggregates it
+        subtasks = results["group_subtasks"][group]
+        sizes = [results["n-samples"][task]["effective"] for task in subtasks]
+        mean = sum(scores[task]["acc,none"] * size for task, size in zip(subtasks, sizes)) / sum(sizes)
+        assert scores[group]["acc,none"] == pytest.approx(mean)
+        assert chance[group]["acc"] == pytest.approx(0.25)
+    assert chance["xnli_de"]["acc"] == pytest.approx(1 / 3) and chance["paws_de"]["acc"] == pytest.approx(1 / 2)
+    assert chance["mela_de"] == {"mcc": 0.0}
+    assert chance["lambada_openai_mt_de"] == {"perplexity": None, "acc": None}
+    assert chance["truthfulqa_de_mc2"] == {"acc": None}  # its own process_results: no uniform-guess level
+    assert chance["truthfulqa_de_mc1"]["acc"] == pytest.approx(1 / 4)  # four answers per fixture question
+    assert scores["lambada_openai_mt_de"]["perplexity,none"] > 1
+    assert items["arc_de"]["doc_id"] == list(range(12)) and set(items["arc_de"]["acc"]) <= {0.0, 1.0}

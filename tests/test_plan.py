@@ -84,6 +84,9 @@ def test_seed_config_plans_all_its_shards_from_the_root():
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     assert planned_jobs(output)["corpus_shard"] == 241  # shards 0-239 for training plus 240 held out
+    jobs = planned_jobs(output)
+    # Contamination: one job per training shard, one merge, one per task (the suites' ten, arc_de_fixed, next_passage_de).
+    assert (jobs["contamination_shard"], jobs["contamination_merge"], jobs["contamination_task"]) == (240, 1, 11)
 
 
 def test_a_config_file_on_the_command_line_replaces_the_embedded_default(tmp_path):

@@ -106,7 +106,7 @@ def test_metrics_by_hand_on_tiny_texts(tmp_path, tiny_dir):
     for key, value in expected.items():
         assert got["metrics"][key] == pytest.approx(float(value), rel=1e-12), key
     assert got["totals"] == {"texts": 3, "zero_token_texts": 0, "tokens": 9, "bytes": 10, "characters": 9, "lines": 4,
-                             "distinct_ids": 5, "empty_texts": 1}
+                             "distinct_ids": 5, "empty_texts": 1, "whitespace_texts_skipped": 0}
     first, second = got["datasets"]
     assert [first["name"], second["name"]] == ["one", "two"]
     assert first["metrics"]["fertility"] == pytest.approx(float((F(1) + F(4, 5)) / 2))
@@ -123,6 +123,23 @@ def test_samples_caps_the_records_read(tmp_path, tiny_dir):
     stats, empty, _ = evaluate_texts([EvalDataset("d", (str(data),), samples=3)],
                                      one_at_a_time_encoder(load_tokenizer(TokenizerSource("t", str(tiny_dir)))))
     assert (stats["d"].texts, empty["d"], stats["d"].tokens) == (2, 1, 2 + 3)
+
+
+def test_whitespace_only_texts_are_skipped_as_gertokeval_does(tmp_path, tiny_dir):
+    """GerTokEval skips a text when ``not text.strip()``: whitespace-only texts change no metric and are counted."""
+    clean = write_jsonl(tmp_path / "clean.jsonl", ["a b", "a\nc c"])
+    blank = write_jsonl(tmp_path / "blank.jsonl", ["a b", " ", "\n\t \n", "a\nc c", ""])
+    out_clean, out_blank = tmp_path / "clean.json", tmp_path / "blank.json"
+    source = TokenizerSource("tiny", str(tiny_dir))
+    evaluate_tokenizer(source, [EvalDataset("d", (str(clean),))], out_clean)
+    evaluate_tokenizer(source, [EvalDataset("d", (str(blank),))], out_blank)
+    clean_result, blank_result = (json.loads(path.read_text()) for path in (out_clean, out_blank))
+    assert blank_result["metrics"] == clean_result["metrics"]
+    assert blank_result["totals"]["whitespace_texts_skipped"] == 2
+    assert blank_result["datasets"][0]["totals"]["whitespace_texts_skipped"] == 2
+    assert blank_result["totals"]["empty_texts"] == 1  # the "" text alone
+    assert blank_result["totals"]["texts"] == clean_result["totals"]["texts"] == 2
+    assert clean_result["totals"]["whitespace_texts_skipped"] == 0
 
 
 @pytest.mark.parametrize("kind", ["neox", "nanochat"])

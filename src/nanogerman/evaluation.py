@@ -33,7 +33,15 @@ from nanogerman.atomic import write_json
 from nanogerman.errors import StageError, first_line
 from nanogerman.selection import ConfigError, check_shard_set_name, check_unique_names
 from nanogerman.provenance import package_versions
-from nanogerman.offline_tasks import generated_task_yaml, local_override_yaml, write_yaml
+from nanogerman.offline_tasks import generated_task_yaml
+from nanogerman.suites import (
+    SuiteError,
+    chance_levels,
+    configured_tasks,
+    find_yaml,
+    item_scores,
+    write_task_definitions,
+)
 from nanogerman.scratch import scratch_dir
 
 log = logging.getLogger(__name__)
@@ -78,10 +86,12 @@ class EvalSettings:
     limit: int | None = None
     num_fewshot: int = 0
     seed: int = 1234
+    bootstrap_iters: int = 100000  # lm-eval's draws for the stderr of perplexity and mcc (means have a closed form)
 
     @classmethod
     def from_config(cls, section: dict) -> "EvalSettings":
-        return cls(**{key: section[key] for key in ("batch_size", "device", "dtype", "limit", "num_fewshot", "seed") if key in section})
+        keys = ("batch_size", "device", "dtype", "limit", "num_fewshot", "seed", "bootstrap_iters")
+        return cls(**{key: section[key] for key in keys if key in section})
 
 
 def model_spec(config: dict, name: str, run_folder: str | None = None) -> ModelSpec:
@@ -196,39 +206,22 @@ def model_args_text(spec: ModelSpec, settings: EvalSettings) -> str:
 
 def build_include_dir(include_dir: str | Path, *, generated: Sequence[str | Path] = (), local_data: dict | None = None,
                       tasks: Sequence[str] = ()) -> list[str]:
-    """Fill ``include_dir`` with the generated tasks' YAML and the local-data overrides; return the task names it defines."""
+    """Fill ``include_dir`` with the generated tasks' YAML, the local-data overrides and the corrected tasks
+    (:func:`nanogerman.suites.write_task_definitions`); return the task and group names it defines, generated ones first."""
     include_dir = Path(include_dir)
     include_dir.mkdir(parents=True, exist_ok=True)
     names = []
     for task_dir in generated:
         names.append(generated_task_yaml(task_dir, include_dir).stem)
-    for task, folder in (local_data or {}).items():
-        if task not in tasks:
-            continue
-        write_yaml(include_dir / f"local_{task}.yaml", local_override_yaml(task, find_task_yaml(task), folder))
-        names.append(task)
-    return names
+    return names + write_task_definitions(include_dir, tasks, local_data)
 
 
 def find_task_yaml(task: str, root: str | Path | None = None) -> Path:
     """The installed lm-eval YAML that defines ``task`` (a quick text search, checked with lm-eval's own loader)."""
-    import re
-
-    from lm_eval.tasks._yaml_loader import load_yaml
-
-    if root is None:
-        import lm_eval
-
-        root = Path(lm_eval.__file__).parent / "tasks"
-    pattern = re.compile(rf"^task:\s*[\"']?{re.escape(task)}[\"']?\s*$", re.MULTILINE)
-    for path in sorted(Path(root).rglob("*.yaml")):
-        if pattern.search(path.read_text(encoding="utf-8", errors="replace")):
-            try:
-                if load_yaml(path, resolve_func=False).get("task") == task:
-                    return path
-            except Exception:  # noqa: BLE001 (a YAML lm-eval itself cannot read is not the one)
-                continue
-    raise EvaluationError(f"config error: evaluation.local_data names {task!r}, which is not an installed lm-eval task")
+    found = find_yaml(task, "task", root)
+    if found is None:
+        raise EvaluationError(f"config error: evaluation.local_data names {task!r}, which is not an installed lm-eval task")
+    return found
 
 
 def _task_manager(include_path, *, defaults: bool = True):
@@ -258,8 +251,8 @@ def run_lm_eval(spec: ModelSpec, tasks: Sequence[str], settings: EvalSettings, *
         with progress_bars_to_log():
             results = lm_eval.simple_evaluate(
                 model=lm, tasks=list(tasks), num_fewshot=settings.num_fewshot, limit=settings.limit,
-                task_manager=task_manager, log_samples=False, random_seed=settings.seed, numpy_random_seed=settings.seed,
-                torch_random_seed=settings.seed, fewshot_random_seed=settings.seed,
+                task_manager=task_manager, log_samples=True, random_seed=settings.seed, numpy_random_seed=settings.seed,
+                torch_random_seed=settings.seed, fewshot_random_seed=settings.seed, bootstrap_iters=settings.bootstrap_iters,
             )
     except (OSError, ConnectionError) as error:
         raise EvaluationError(f"{spec.describe()}: lm-eval could not load a task's data: {first_line(error)}") from None
@@ -268,12 +261,15 @@ def run_lm_eval(spec: ModelSpec, tasks: Sequence[str], settings: EvalSettings, *
             f"{spec.describe()}: lm-eval stopped on an internal check, most likely an answer longer than the model's "
             f"context of {getattr(lm, 'max_length', '?')} tokens (lower evaluation.next_passage.continuation_chars)"
         ) from None
+    samples = results.pop("samples", None) or {}
+    chance = chance_levels(results, samples)
+    items = json.loads(json.dumps(item_scores(samples), default=handle_non_serializable))
     results = json.loads(json.dumps(dict(results), default=handle_non_serializable))
-    results.pop("samples", None)
     results.setdefault("config", {})["model_args"] = model_args_text(spec, settings)
     results["config"]["model"] = "hf"
     results["nanogerman"] = {"model": spec.name, "kind": spec.kind, "path": spec.path, "revision": spec.revision,
-                             "seconds": round(time.time() - started, 3), "versions": package_versions(VERSIONED_PACKAGES)}
+                             "seconds": round(time.time() - started, 3), "versions": package_versions(VERSIONED_PACKAGES),
+                             "chance": chance, "items": items}
     return results
 
 
@@ -282,7 +278,8 @@ def evaluate_lm_eval(spec: ModelSpec, settings: EvalSettings, out: str | Path, *
     """The job of one model: generated tasks + configured tasks through lm-eval, written to ``out``."""
     with scratch_dir("tasks") as include_dir:
         names = build_include_dir(include_dir, generated=generated, local_data=local_data, tasks=tasks)
-        all_tasks = [*[name for name in names if name not in tasks], *tasks]
+        generated_names = names[:len(generated)]
+        all_tasks = [*[name for name in generated_names if name not in tasks], *tasks]
         if not all_tasks:
             raise EvaluationError("config error: no lm-eval tasks: set evaluation.tasks or enable evaluation.next_passage")
         results = run_lm_eval(spec, all_tasks, settings, include_dir=include_dir, included=names)
@@ -507,10 +504,14 @@ def check_export_evaluation(config: dict) -> None:
                 f"config error: evaluation.reference_models[{position}].name {entry['name']!r} is also a training run's name; "
                 "every evaluated model needs its own name"
             )
-    tasks = section.get("tasks") or []
+    try:
+        tasks = configured_tasks(section)
+    except SuiteError as error:
+        raise ConfigError(str(error)) from None
     for task, folder in (section.get("local_data") or {}).items():
         if task not in tasks:
-            raise ConfigError(f"config error: evaluation.local_data names {task!r}, which is not in evaluation.tasks")
+            raise ConfigError(f"config error: evaluation.local_data names {task!r}, which is not in evaluation.tasks "
+                              "or a suite of evaluation.run_suites")
         if not Path(folder).is_dir():
             raise ConfigError(f"config error: evaluation.local_data.{task} is {folder!r}; no such folder")
     for key in ("bits_per_byte", "next_passage"):

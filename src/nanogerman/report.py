@@ -91,6 +91,8 @@ METRICS = (
     Metric("acc", "acc", True, True, "{:.4f}"),
     Metric("acc_norm", "acc_norm", True, True, "{:.4f}"),
     Metric("bits_per_byte", "bits/byte", False, False, "{:.3f}"),
+    Metric("perplexity", "perplexity", False, False, "{:.1f}"),  # lambada's second metric (no chance level)
+    Metric("mcc", "mcc", True, False, "{:.4f}"),  # mela's Matthews correlation (chance 0, from the task; not in Avg.)
 )
 METRIC_BY_KEY = {metric.key: metric for metric in METRICS}
 
@@ -304,7 +306,9 @@ class ReportSettings:
 
 def evaluation_tasks(config: dict) -> list[str]:
     """Task names the evaluation stage's config lists (``evaluation.tasks``: names, or entries with ``name``/``task``)."""
-    tasks = (config.get("evaluation") or {}).get("tasks") or []
+    section = config.get("evaluation") or {}
+    suites = section.get("suites") or {}
+    tasks = [task for suite in section.get("run_suites") or [] for task in suites.get(suite) or []] + list(section.get("tasks") or [])
     names = []
     for entry in tasks if isinstance(tasks, list) else []:
         name = entry if isinstance(entry, str) else (entry.get("name") or entry.get("task")) if isinstance(entry, dict) else None
@@ -804,6 +808,7 @@ def write_report(
     outputs: dict[str, str | Path],
     plots_dir: str | Path,
     commit: str | None = None,
+    contamination: Sequence[str | Path] = (),
 ) -> dict:
     """Read every input, write every table, page and plot; returns the provenance record."""
 
@@ -816,6 +821,13 @@ def write_report(
     run_list = [read_train_manifest(path) for path in runs]
     curve_list = [read_loss_curve(path) for path in curves]
     models = assemble_models(run_list, evaluations)
+    from dataclasses import replace
+
+    from nanogerman.contamination import contamination_section
+    from nanogerman.suites import recorded_chances, task_notes
+
+    settings = replace(settings, chance={**recorded_chances(path for paths in evaluations.values() for path in paths
+                                                            if str(path).endswith("lm_eval.json")), **settings.chance})
     columns = select_columns(models, settings)
     for path in tokenizers:
         read_json(path, "tokenizer evaluation result")  # one-line error for a missing or broken file
@@ -823,6 +835,7 @@ def write_report(
     flags = settings.flags
 
     page = markdown_report(models, columns, run_list, tokenizer_results, settings, commit)
+    page += "".join(f"\n{note}\n" for note in task_notes([column.task for column in columns])) + contamination_section(contamination)
     write_text(outputs["overview_md"], page)
     write_text(outputs["overview_html"], markdown_to_html(page))
     write_csv(outputs["overview_csv"], overview_frame(models, columns, flags, commit))
@@ -837,7 +850,7 @@ def write_report(
     plot_tasks(models, columns, flags, plots)
     plot_tokenizers(tokenizer_results, plots / "tokenizers")
 
-    inputs = [*runs, *curves, *(path for paths in evaluations.values() for path in paths), *tokenizers]
+    inputs = [*runs, *curves, *(path for paths in evaluations.values() for path in paths), *tokenizers, *contamination]
     record = {
         "git_commit": commit,
         "versions": report_versions(),

@@ -1,7 +1,8 @@
 """Tokenizer evaluation stage: GerTokEval's metrics for trained and reference tokenizers.
 
 Every text is encoded with the tokenizer's default ``encode`` (special tokens included,
-as ``AutoTokenizer.from_pretrained(...).encode(text)`` does); empty texts are skipped.
+as ``AutoTokenizer.from_pretrained(...).encode(text)`` does); empty texts are skipped, and so,
+as in GerTokEval (``if not text.strip()``), are whitespace-only ones (``whitespace_texts_skipped``).
 For the texts ``i`` of all datasets pooled, with ``n_i`` tokens, ``b_i`` UTF-8 bytes,
 ``c_i`` characters and ``l_i = len(text.split("\\n"))`` lines:
 
@@ -86,6 +87,7 @@ class TextStats:
 
     texts: int = 0
     zero_token_texts: int = 0  # non-empty texts that encode to no token: left out of token length
+    whitespace_texts_skipped: int = 0  # texts of whitespace only, skipped as GerTokEval does (not text.strip())
     tokens: int = 0
     bytes: int = 0
     characters: int = 0
@@ -120,6 +122,7 @@ class TextStats:
         return TextStats(
             texts=self.texts + other.texts,
             zero_token_texts=self.zero_token_texts + other.zero_token_texts,
+            whitespace_texts_skipped=self.whitespace_texts_skipped + other.whitespace_texts_skipped,
             tokens=self.tokens + other.tokens,
             bytes=self.bytes + other.bytes,
             characters=self.characters + other.characters,
@@ -148,6 +151,7 @@ class TextStats:
         return {
             "texts": self.texts,
             "zero_token_texts": self.zero_token_texts,
+            "whitespace_texts_skipped": self.whitespace_texts_skipped,
             "tokens": self.tokens,
             "bytes": self.bytes,
             "characters": self.characters,
@@ -556,8 +560,10 @@ def evaluate_texts(
         empty[dataset.name] = 0
         for batch in read_text_batches(dataset.files, text_field=dataset.text_field, limit=dataset.samples,
                                        batch_size=batch_size):
-            texts = [text for text in batch if text]
-            empty[dataset.name] += len(batch) - len(texts)
+            texts = [text for text in batch if text and text.strip()]
+            blank = sum(1 for text in batch if text and not text.strip())
+            stats[dataset.name].whitespace_texts_skipped += blank
+            empty[dataset.name] += len(batch) - len(texts) - blank
             if not texts:
                 continue
             started = clock()
@@ -572,7 +578,7 @@ def check_texts(datasets: list[EvalDataset], count: int = CHECK_TEXTS) -> list[s
     texts: list[str] = []
     for dataset in datasets:
         for batch in read_text_batches(dataset.files, text_field=dataset.text_field, limit=count, batch_size=count):
-            texts.extend(text for text in batch if text)
+            texts.extend(text for text in batch if text and text.strip())
     return texts
 
 

@@ -117,7 +117,7 @@ def per_dataset_frame(results: list[dict]):
     for result in results:
         for dataset in result["datasets"]:
             row = {"tokenizer": result["name"], "dataset": dataset["name"]}
-            row.update({key: dataset["totals"][key] for key in ("texts", "tokens", "bytes", "distinct_ids", "empty_texts")})
+            row.update({key: dataset["totals"].get(key) for key in ("texts", "tokens", "bytes", "distinct_ids", "empty_texts", "whitespace_texts_skipped")})
             row.update({metric.key: dataset["metrics"].get(metric.key) for metric in ALL_METRICS})
             rows.append(row)
     return pd.DataFrame(rows)

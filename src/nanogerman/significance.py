@@ -1,0 +1,161 @@
+"""Is a difference between two models real? Paired tests over the same items, and an unpaired fallback.
+
+- :func:`paired_comparison`: two models' per-item scores on one task (lm-eval's samples, kept by
+  the evaluation stage as ``results["nanogerman"]["items"]``), matched by ``doc_id``: the mean
+  difference, a paired bootstrap confidence interval (items resampled with replacement, the same
+  draw for both models) and, for 0/1 accuracies, McNemar's exact test (a two-sided binomial test
+  on the items exactly one of the two models gets right; scipy's ``binomtest``).
+- :func:`unpaired_comparison`: for published rows without per-item data (value ± standard
+  error), a two-sided z-test on the difference, labelled ``unpaired`` in the table.
+- :func:`comparison_pairs`: the pairs the config compares: training runs that differ in exactly
+  one of ``tokenizer`` and ``learning_rate``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+
+from nanogerman.atomic import atomic_path
+from nanogerman.errors import StageError
+
+COMPARED_SETTINGS = ("tokenizer", "learning_rate")
+
+
+class SignificanceError(StageError):
+    """Two result sets cannot be compared."""
+
+
+@dataclass(frozen=True)
+class Comparison:
+    first: str
+    second: str
+    task: str
+    metric: str
+    difference: float  # first minus second
+    low: float | None
+    high: float | None
+    p_value: float | None
+    items: int | None
+    test: str  # "paired bootstrap + McNemar", "paired bootstrap" or "unpaired z-test (value ± stderr)"
+    alpha: float = 0.05
+
+    @property
+    def significant(self) -> bool:
+        if self.p_value is not None:
+            return self.p_value < self.alpha
+        return self.low is not None and self.high is not None and (self.low > 0 or self.high < 0)
+
+
+def mcnemar_p(first: Sequence[float], second: Sequence[float]) -> float:
+    """McNemar's exact two-sided p-value for paired 0/1 outcomes."""
+    from scipy.stats import binomtest
+
+    a, b = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
+    only_first = int(np.sum((a == 1) & (b == 0)))
+    only_second = int(np.sum((a == 0) & (b == 1)))
+    if only_first + only_second == 0:
+        return 1.0
+    return float(binomtest(only_first, only_first + only_second, 0.5).pvalue)
+
+
+def bootstrap_interval(first: Sequence[float], second: Sequence[float], *, iterations: int = 10_000, seed: int = 1234,
+                       confidence: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of the mean paired difference, items resampled with replacement."""
+    differences = np.asarray(first, dtype=float) - np.asarray(second, dtype=float)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(differences), size=(iterations, len(differences)))
+    means = differences[draws].mean(axis=1)
+    tail = (1 - confidence) / 2
+    return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
+
+
+def paired_comparison(first: str, second: str, task: str, metric: str, items_first: dict, items_second: dict, *,
+                      iterations: int = 10_000, seed: int = 1234) -> Comparison:
+    """Compare two models' per-item ``metric`` on ``task`` over the items both have (``{"doc_id": [...], metric: [...]}``)."""
+    try:
+        a = dict(zip(items_first["doc_id"], items_first[metric]))
+        b = dict(zip(items_second["doc_id"], items_second[metric]))
+    except KeyError as error:
+        raise SignificanceError(f"{task}: no per-item {error.args[0]!r} for {first} or {second}; rerun their evaluation") from None
+    shared = sorted(set(a) & set(b))
+    if not shared:
+        raise SignificanceError(f"{task}: {first} and {second} share no items")
+    x, y = [float(a[key]) for key in shared], [float(b[key]) for key in shared]
+    low, high = bootstrap_interval(x, y, iterations=iterations, seed=seed)
+    binary = set(x) | set(y) <= {0.0, 1.0}
+    return Comparison(first, second, task, metric, float(np.mean(x) - np.mean(y)), low, high,
+                      mcnemar_p(x, y) if binary else None, len(shared), "paired bootstrap + McNemar" if binary else "paired bootstrap")
+
+
+def unpaired_comparison(first: str, second: str, task: str, metric: str, value_first: float, stderr_first: float,
+                        value_second: float, stderr_second: float) -> Comparison:
+    """Two published values ± standard error (no per-item data): a two-sided z-test and a 95 % normal interval."""
+    difference = value_first - value_second
+    spread = math.hypot(stderr_first, stderr_second)
+    p_value = math.erfc(abs(difference) / spread / math.sqrt(2)) if spread > 0 else (0.0 if difference else 1.0)
+    return Comparison(first, second, task, metric, difference, difference - 1.96 * spread, difference + 1.96 * spread,
+                      p_value, None, "unpaired z-test (value ± stderr)")
+
+
+def comparison_pairs(runs: Sequence[dict]) -> list[tuple[str, str]]:
+    """Training runs (config entries) that differ in exactly one of :data:`COMPARED_SETTINGS` and agree on the other."""
+    pairs = []
+    for a, b in combinations(runs, 2):
+        differing = [key for key in COMPARED_SETTINGS if a.get(key) != b.get(key)]
+        if len(differing) == 1:
+            pairs.append((a["name"], b["name"]))
+    return pairs
+
+
+COLUMNS = ("first", "second", "task", "metric", "difference", "low", "high", "p_value", "items", "test", "significant")
+
+
+def write_comparisons(comparisons: Sequence[Comparison], markdown_out: str | Path, csv_out: str | Path) -> None:
+    """The ``comparisons`` table: pair, task, metric, difference, 95 % interval, p-value, test; Markdown and CSV."""
+    import csv
+    import io
+
+    def number(value, fmt="{:+.4f}"):
+        return "–" if value is None else fmt.format(value)
+
+    lines = ["| first | second | task | metric | difference | 95 % interval | p | items | test | significant |",
+             "|---|---|---|---|---:|---|---:|---:|---|---|"]
+    for c in comparisons:
+        lines.append(f"| {c.first} | {c.second} | {c.task} | {c.metric} | {number(c.difference)} | "
+                     f"[{number(c.low)}, {number(c.high)}] | {number(c.p_value, '{:.3g}')} | {c.items or '–'} | {c.test} | "
+                     f"{'yes' if c.significant else 'no'} |")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for c in comparisons:
+        row = {**asdict(c), "significant": c.significant}
+        writer.writerow([row[key] for key in COLUMNS])
+    with atomic_path(markdown_out) as temporary:
+        temporary.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with atomic_path(csv_out) as temporary:
+        temporary.write_text(buffer.getvalue(), encoding="utf-8")
+
+
+def compare_results(pairs: Sequence[tuple[str, str]], results: dict[str, str | Path], *, metrics: Sequence[str] = ("acc", "acc_norm"),
+                    iterations: int = 10_000, seed: int = 1234) -> list[Comparison]:
+    """Paired comparisons for every pair and every task both models' lm-eval results hold per-item scores for."""
+    import json
+
+    items = {}
+    for name, path in results.items():
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        items[name] = (data.get("nanogerman") or {}).get("items") or {}
+    found = []
+    for first, second in pairs:
+        for task in [task for task in items[first] if task in items[second]]:
+            for metric in metrics:
+                if metric in items[first][task] and metric in items[second][task]:
+                    found.append(paired_comparison(first, second, task, metric, items[first][task], items[second][task],
+                                                   iterations=iterations, seed=seed))
+    return found

@@ -1,0 +1,77 @@
+"""Is a difference real: paired bootstrap and McNemar over the same items, the unpaired fallback, the pairs compared."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from nanogerman.significance import (
+    bootstrap_interval,
+    compare_results,
+    comparison_pairs,
+    mcnemar_p,
+    paired_comparison,
+    unpaired_comparison,
+    write_comparisons,
+)
+
+
+def items(values) -> dict:
+    return {"doc_id": list(range(len(values))), "acc": [float(value) for value in values]}
+
+
+def test_two_copies_of_one_model_differ_in_nothing():
+    rng = np.random.default_rng(0)
+    scores = items(rng.integers(0, 2, 400))
+    result = paired_comparison("a", "a_copy", "arc_de", "acc", scores, dict(scores))
+    assert (result.difference, result.low, result.high, result.p_value, result.items) == (0.0, 0.0, 0.0, 1.0, 400)
+    assert not result.significant and result.test == "paired bootstrap + McNemar"
+
+
+def test_a_clear_lead_on_the_same_items_is_significant_and_a_coin_flip_is_not():
+    rng = np.random.default_rng(1)
+    weak = rng.random(300) < 0.25
+    strong = weak | (rng.random(300) < 0.4)  # right wherever the weak one is, and on more items
+    lead = paired_comparison("strong", "weak", "t", "acc", items(strong), items(weak))
+    assert lead.significant and lead.p_value < 1e-6 and 0 < lead.low < lead.difference < lead.high
+    other = rng.random(300) < 0.25
+    noise = paired_comparison("other", "weak", "t", "acc", items(other), items(weak))
+    assert noise.low < 0 < noise.high and noise.p_value > 0.05 and not noise.significant
+
+
+def test_mcnemar_counts_only_discordant_items():
+    assert mcnemar_p([1, 1, 0, 0], [1, 1, 0, 0]) == 1.0
+    assert mcnemar_p([1] * 10 + [0] * 10, [0] * 10 + [0] * 10) == pytest.approx(2 * 0.5 ** 10)
+    low, high = bootstrap_interval([1] * 50 + [0] * 50, [0] * 100, iterations=2000)
+    assert 0.35 < low < 0.5 < high < 0.65
+
+
+def test_published_rows_without_items_use_an_unpaired_test_labelled_as_such():
+    """Leads like the seed's (0.002 to 0.005, each within about one standard error) are not significant."""
+    close = unpaired_comparison("neox", "nanochat", "hellaswag_de", "acc", 0.2530, 0.0043, 0.2510, 0.0043)
+    assert close.test == "unpaired z-test (value ± stderr)" and close.items is None
+    assert close.p_value > 0.5 and not close.significant and close.low < 0 < close.high
+    far = unpaired_comparison("a", "b", "t", "acc", 0.30, 0.004, 0.25, 0.004)
+    assert far.significant and far.p_value < 1e-10
+
+
+def test_pairs_differ_in_exactly_one_setting():
+    runs = [{"name": "nc_lr1", "tokenizer": "nc", "learning_rate": 1e-3}, {"name": "nx_lr1", "tokenizer": "nx", "learning_rate": 1e-3},
+            {"name": "nc_lr6", "tokenizer": "nc", "learning_rate": 6e-4}, {"name": "nx_lr6", "tokenizer": "nx", "learning_rate": 6e-4}]
+    assert comparison_pairs(runs) == [("nc_lr1", "nx_lr1"), ("nc_lr1", "nc_lr6"), ("nx_lr1", "nx_lr6"), ("nc_lr6", "nx_lr6")]
+
+
+def test_comparisons_table_from_results_files(tmp_path):
+    rng = np.random.default_rng(2)
+    files = {}
+    for name, values in (("a", rng.integers(0, 2, 50)), ("b", rng.integers(0, 2, 50))):
+        files[name] = tmp_path / f"{name}.json"
+        files[name].write_text(json.dumps({"results": {}, "nanogerman": {"items": {"arc_de": items(values)}}}))
+    found = compare_results([("a", "b")], files, iterations=500)
+    assert [(c.first, c.second, c.task, c.metric) for c in found] == [("a", "b", "arc_de", "acc")]
+    write_comparisons(found, tmp_path / "c.md", tmp_path / "c.csv")
+    assert "| a | b | arc_de | acc |" in (tmp_path / "c.md").read_text()
+    header, row = (tmp_path / "c.csv").read_text().splitlines()
+    assert header.startswith("first,second,task,metric,difference,low,high,p_value") and row.startswith("a,b,arc_de,acc,")
