@@ -15,6 +15,7 @@ rule corpus_shard:
             key: config["corpus"][key] for key in ("source", "location", "revision", "file_pattern")
         },
         index=lambda wildcards: int(wildcards.shard.removeprefix("shard_")),
+        max_empty_share=config["corpus"]["max_empty_share"],
     log:
         f"{RESULTS}/logs/corpus/{{shard}}.log",
     resources:

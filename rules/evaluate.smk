@@ -6,6 +6,7 @@
 from nanogerman.evaluation import (
     EvalSettings as _EvalSettings,
     evaluated_models as _evaluated_models,
+    reference_entry as _reference_entry,
     reference_names as _reference_names,
 )
 from nanogerman.suites import configured_tasks as _configured_tasks
@@ -74,7 +75,8 @@ rule eval_lm_eval:
     output:
         results=f"{EVAL}/{{model}}/lm_eval.json",
     params:
-        settings=_EvalSettings.from_config(config["evaluation"]),
+        settings=_EvalSettings.from_config(config["evaluation"]).as_param(),  # a dict: a changed setting reruns the job
+        reference=lambda wildcards: _reference_entry(config, wildcards.model),  # its revision too
         tasks=_configured_tasks(config["evaluation"]),
         local_data=config["evaluation"]["local_data"],
     log:
@@ -95,7 +97,8 @@ rule eval_bits_per_byte:
     output:
         results=f"{EVAL}/{{model}}/bits_per_byte.json",
     params:
-        settings=_EvalSettings.from_config(config["evaluation"]),
+        settings=_EvalSettings.from_config(config["evaluation"]).as_param(),  # a dict: a changed setting reruns the job
+        reference=lambda wildcards: _reference_entry(config, wildcards.model),  # its revision too
         section=config["evaluation"]["bits_per_byte"],
     log:
         f"{RESULTS}/logs/eval/{{model}}_bits_per_byte.log",

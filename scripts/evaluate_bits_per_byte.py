@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from nanogerman.evaluation import evaluate_bits_per_byte, hub_offline_if_local, model_spec, quiet_job
+from nanogerman.evaluation import evaluate_bits_per_byte, EvalSettings, hub_offline_if_local, model_spec_of, quiet_job
 from nanogerman.stage import run_stage
 from nanogerman.tokenizer_training import iter_texts
 
@@ -10,14 +10,14 @@ from nanogerman.tokenizer_training import iter_texts
 def main(snakemake):
     quiet_job()
     section = snakemake.params.section
-    spec = model_spec(snakemake.config, snakemake.wildcards.model, run_folder=snakemake.input.get("model"))
+    spec = model_spec_of(snakemake.wildcards.model, snakemake.params.reference, run_folder=snakemake.input.get("model"))
     hub_offline_if_local(spec)  # a local model: no Hub requests
     texts = list(iter_texts(list(snakemake.input.shards)))
     if section["max_documents"] is not None:
         texts = texts[: section["max_documents"]]
     evaluate_bits_per_byte(
         spec,
-        snakemake.params.settings,
+        EvalSettings(**snakemake.params.settings),
         texts,
         snakemake.output.results,
         max_length=section["max_length"],

@@ -1,16 +1,16 @@
 """Snakemake script for rule eval_lm_eval: lm-eval on one model (generated tasks, configured tasks, local overrides)."""
 
-from nanogerman.evaluation import evaluate_lm_eval, hub_offline_if_local, model_spec, quiet_job
+from nanogerman.evaluation import evaluate_lm_eval, EvalSettings, hub_offline_if_local, model_spec_of, quiet_job
 from nanogerman.stage import run_stage
 
 
 def main(snakemake):
     quiet_job()
-    spec = model_spec(snakemake.config, snakemake.wildcards.model, run_folder=snakemake.input.get("model"))
+    spec = model_spec_of(snakemake.wildcards.model, snakemake.params.reference, run_folder=snakemake.input.get("model"))
     hub_offline_if_local(spec, hub_data=any(task not in snakemake.params.local_data for task in snakemake.params.tasks))
     evaluate_lm_eval(
         spec,
-        snakemake.params.settings,
+        EvalSettings(**snakemake.params.settings),
         snakemake.output.results,
         tasks=snakemake.params.tasks,
         generated=list(snakemake.input.tasks),

@@ -19,6 +19,7 @@ results shape (``results[task]["<metric>,none"]``, what the report reads):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import logging
@@ -93,15 +94,31 @@ class EvalSettings:
         keys = ("batch_size", "device", "dtype", "limit", "num_fewshot", "seed", "bootstrap_iters")
         return cls(**{key: section[key] for key in keys if key in section})
 
+    def as_param(self) -> dict:
+        """These settings as a dict, for a rule's ``params``: Snakemake sees a change in a dict, not in an object."""
+        return dataclasses.asdict(self)
 
-def model_spec(config: dict, name: str, run_folder: str | None = None) -> ModelSpec:
-    """The model called ``name``: a reference model of ``evaluation.reference_models``, else the run's export."""
+
+def reference_entry(config: dict, name: str) -> dict | None:
+    """The ``evaluation.reference_models`` entry called ``name`` (its path, revision, trust_remote_code), or None."""
     for entry in (config.get("evaluation") or {}).get("reference_models") or []:
         if entry["name"] == name:
-            return ModelSpec(name, entry["path"], "reference", entry.get("revision"), bool(entry.get("trust_remote_code", False)))
+            return dict(entry)
+    return None
+
+
+def model_spec_of(name: str, reference: dict | None, run_folder: str | None = None) -> ModelSpec:
+    """The model called ``name``: the reference model ``reference`` if given, else the run's export in ``run_folder``."""
+    if reference is not None:
+        return ModelSpec(name, reference["path"], "reference", reference.get("revision"), bool(reference.get("trust_remote_code", False)))
     if run_folder is None:
         raise EvaluationError(f"config error: unknown model {name!r}; it is neither a training run nor in evaluation.reference_models")
     return ModelSpec(name, str(run_folder), "run")
+
+
+def model_spec(config: dict, name: str, run_folder: str | None = None) -> ModelSpec:
+    """The model called ``name``: a reference model of ``evaluation.reference_models``, else the run's export."""
+    return model_spec_of(name, reference_entry(config, name), run_folder)
 
 
 # --- loading --------------------------------------------------------------------------------
