@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from nanogerman.atomic import atomic_path, write_json
+from nanogerman.curves import LogRecorder, log_metrics_path, merge_metrics
 from nanogerman.errors import StageError
 
 log = logging.getLogger(__name__)
@@ -781,7 +782,7 @@ def run_local_backend(context: JobContext, *, python: str | None = None) -> Back
         log.info("run %s: resuming from checkpoint step %d in %s", context.run_name, resumed, context.checkpoint_dir)
     command = maxtext_command(TRAIN_MODULE, context.args, python)
     log.info("running: %s", " ".join(command))
-    tail = LineTail()
+    tail = LineTail(extra=LogRecorder(log_metrics_path(context.raw_metrics)))  # MaxText's metrics_file loses eval records
     returncode = run_streaming(command, env=local_env(context.plan.hardware), on_line=tail)
     return BackendResult(returncode, tail, resumed_from_step=resumed if resumed is not None else tail.restored_step)
 
@@ -819,7 +820,7 @@ def train_run(
             f"run {plan.name}: MaxText exited with code {result.returncode}: {result.tail.error_summary()} "
             f"(full output in the job's log; rerun to resume from the last checkpoint in {context.checkpoint_dir})"
         )
-    records = dedupe_steps(read_jsonl(context.raw_metrics))
+    records = merge_metrics(read_jsonl(log_metrics_path(context.raw_metrics)), read_jsonl(context.raw_metrics))
     summary = summarize_metrics(records, plan.tokens_per_step)
     last_step = summary.get("last_step")
     if last_step is None or last_step < steps - 1:
