@@ -21,6 +21,7 @@ include: "rules/train.smk"
 include: "rules/export.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
+include: "rules/checkpoints.smk"
 
 
 rule all:
@@ -33,4 +34,5 @@ rule all:
         train_outputs(),
         export_outputs(),
         eval_outputs(),
+        checkpoint_outputs(),
         report_outputs(),
