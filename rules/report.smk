@@ -39,6 +39,11 @@ def report_tokenizer_results():
     return [f"{TOKENIZER_EVAL}/{name}.json" for name in tokenizer_eval_names()]
 
 
+def report_checkpoint_curves():
+    """Each run's curves.csv of evaluated checkpoints (rules/checkpoints.smk, included after this file)."""
+    return [checkpoint_curves(run)["csv"] for run in checkpoint_eval_runs()] if "checkpoint_eval_runs" in globals() else []
+
+
 def report_outputs():
     return [f"{REPORT}/overview.md", f"{REPORT}/overview.html"]
 
@@ -53,6 +58,7 @@ rule results_report:
         curves=[str(_Path(train_manifest(name)).with_name("metrics.jsonl")) for name in report_runs()],
         evaluations=[path for paths in report_evaluations().values() for path in paths],
         tokenizers=report_tokenizer_results(),
+        checkpoints=lambda wildcards: report_checkpoint_curves(),
     output:
         overview_html=report(f"{REPORT}/overview.html", category="1. Overview", caption="../report/overview.rst"),
         overview_md=report(f"{REPORT}/overview.md", category="2. Tables", subcategory="Models", caption="../report/tables.rst"),

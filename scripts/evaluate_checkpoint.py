@@ -1,7 +1,7 @@
 """Snakemake script for rule checkpoint_evaluate: bits per byte and the chosen tasks of one exported checkpoint."""
 
 from nanogerman.checkpoint_eval import evaluate_checkpoint
-from nanogerman.evaluation import hub_offline_if_local, ModelSpec, quiet_job
+from nanogerman.evaluation import ModelSpec, hub_offline_if_local, quiet_job
 from nanogerman.stage import run_stage
 from nanogerman.tokenizer_training import iter_texts
 

@@ -10,6 +10,7 @@ def main(snakemake):
         curves=list(snakemake.input.curves),
         evaluations=snakemake.params.evaluations,
         tokenizers=list(snakemake.input.tokenizers),
+        checkpoint_curves=list(snakemake.input.checkpoints),
         settings=snakemake.params.settings,
         outputs=dict(snakemake.output.items()),
         plots_dir=snakemake.params.plots_dir,

@@ -76,6 +76,21 @@ def test_overfitting_flag_is_quiet_on_a_healthy_or_noisy_run():
     assert eval_summary([{"step": 0, "learning/loss": 8.0}]) == {"evaluations": 0}
 
 
+def test_no_improvement_from_the_checkpoint_curves(tmp_path):
+    from nanogerman.checkpoint_eval import result_rows, write_csv
+    from nanogerman.curves import no_improvement_message
+
+    def curve(run, values):
+        rows = [row for step, value in values for row in result_rows(
+            run, step, step * 1024, {"results": {"heldout_bpb": {"bits_per_byte,none": value, "uniform_bits_per_byte": 3.78},
+                                                 "next_passage_de": {"acc,none": 0.2}}}, "x.json", {"next_passage_de": 0.25})]
+        write_csv(rows, tmp_path / f"{run}.csv")
+        return tmp_path / f"{run}.csv"
+
+    paths = [curve("stuck", [(0, 3.80), (150, 3.70), (299, 3.85)]), curve("learning", [(0, 3.80), (150, 3.2), (299, 3.0)])]
+    assert no_improvement_message(paths) == {"stuck": "no improvement in held-out bits per byte (3.800 → 3.850)"}
+
+
 def test_uniform_and_no_improvement_flags():
     uniform = math.log2(2048) * 0.34
     assert worse_than_uniform(3.89, uniform) and worse_than_uniform(uniform, uniform)

@@ -162,7 +162,7 @@ def overfitting_step(records: Sequence[dict], patience: int = 3) -> int | None:
             window = []
     rises = 0
     for index in range(1, len(points)):
-        (step_before, eval_before, train_before), (_, eval_now, train_now) = points[index - 1], points[index]
+        (_, eval_before, train_before), (_, eval_now, train_now) = points[index - 1], points[index]
         falling = train_before is not None and train_now is not None and train_now < train_before
         if eval_now > eval_before and falling:
             rises += 1
@@ -188,7 +188,7 @@ def no_improvement(bits_per_byte_by_step: Sequence[tuple[int, float]]) -> bool:
 
 # --- what the report shows ---------------------------------------------------------------------------
 
-MARK_UNIFORM, MARK_OVERFIT = "¶", "‖"
+MARK_UNIFORM, MARK_OVERFIT, MARK_STALLED = "¶", "‖", "¤"
 
 
 def uniform_messages(values: dict[tuple[str, str], float], uniform: dict[str, float]) -> list[str]:
@@ -196,6 +196,20 @@ def uniform_messages(values: dict[tuple[str, str], float], uniform: dict[str, fl
     return [f"{task} worse than uniform ({value:.3f} ≥ {uniform[task]:.3f} bits/byte)"
             for (task, metric), value in sorted(values.items())
             if metric == "bits_per_byte" and worse_than_uniform(value, uniform.get(task))]
+
+
+def no_improvement_message(paths: Iterable[str | Path]) -> dict[str, str]:
+    """{run: "no improvement in held-out bits per byte (first → last)"} from the checkpoint stage's curves.csv files."""
+    import csv
+
+    found = {}
+    for path in paths:
+        with open(path, encoding="utf-8", newline="") as handle:
+            rows = [row for row in csv.DictReader(handle) if row["metric"] == "bits_per_byte"]
+        points = sorted((int(row["step"]), float(row["value"])) for row in rows)
+        if rows and no_improvement(points):
+            found[rows[0]["run"]] = f"no improvement in held-out bits per byte ({points[0][1]:.3f} → {points[-1][1]:.3f})"
+    return found
 
 
 def read_metrics(path: str | Path) -> list[dict]:

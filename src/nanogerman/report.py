@@ -45,7 +45,9 @@ from typing import Any, Iterable, Sequence
 
 from nanogerman.atomic import atomic_path, write_json
 from nanogerman.config import ConfigError
-from nanogerman.curves import MARK_OVERFIT, MARK_UNIFORM, eval_curve, overfitting_step, read_metrics, uniform_messages
+from nanogerman.curves import (
+    MARK_OVERFIT, MARK_STALLED, MARK_UNIFORM, eval_curve, no_improvement_message, overfitting_step, read_metrics, uniform_messages,
+)
 from nanogerman.errors import StageError
 from nanogerman.offline_tasks import NextPassageSpec
 from nanogerman.tables import MISSING, Cell, Table, best_positions
@@ -65,7 +67,7 @@ DEFAULT_CHANCE: dict[str, float | None] = {
     NextPassageSpec.task: 1 / NextPassageSpec.choices,  # the generated next-passage task (4-way)
 }
 MARK_CHANCE, MARK_LOSS, MARK_LR = "†", "‡", "§"
-RUN_MARKS = {"lr": MARK_LR, "loss": MARK_LOSS, "overfit": MARK_OVERFIT}
+RUN_MARKS = {"lr": MARK_LR, "loss": MARK_LOSS, "overfit": MARK_OVERFIT, "stalled": MARK_STALLED}
 
 
 class ReportError(StageError):
@@ -123,6 +125,7 @@ class Run:
     versions: dict = field(default_factory=dict)
     git_commit: str | None = None  # recorded by the training stage, if it does
     overfitting_from: int | None = None  # from the validation curve in metrics.jsonl (nanogerman.curves)
+    stalled: str | None = None  # "no improvement …" from its evaluated checkpoints (nanogerman.checkpoint_eval)
 
 
 @dataclass
@@ -330,6 +333,8 @@ def run_flags(run: Run, flags: FlagSettings) -> dict[str, str]:
         found["loss"] = f"loss fell {drop:.1%}"
     if run.overfitting_from is not None:
         found["overfit"] = f"overfitting from step {run.overfitting_from}"
+    if run.stalled:
+        found["stalled"] = run.stalled
     return found
 
 
@@ -461,7 +466,8 @@ def overview_notes(columns: Sequence[Column], settings: ReportSettings, missing:
                       f"{format_learning_rate(flags.learning_rate_range[1])}; {MARK_LOSS} loss (mean of the last logged steps) "
                       f"fell less than {flags.min_loss_drop:.0%} from the first step's; {MARK_OVERFIT} validation loss rose for 3 "
                       f"evaluations in a row while the training loss fell; {MARK_UNIFORM} held-out bits per byte at or above "
-                      "a uniform guess over the vocabulary (log2 V × tokens per byte).")
+                      "a uniform guess over the vocabulary (log2 V × tokens per byte); "
+                      f"{MARK_STALLED} held-out bits per byte no lower at the last evaluated checkpoint than at the first.")
     if not columns:
         notes = ["No evaluation results yet: the task columns appear once the evaluation stage has run.", run_flags_note]
     else:
@@ -839,6 +845,7 @@ def write_report(
     evaluations: dict[str, Sequence[str | Path]],
     tokenizers: Sequence[str | Path],
     settings: ReportSettings,
+    checkpoint_curves: Sequence[str | Path] = (),
     outputs: dict[str, str | Path],
     plots_dir: str | Path,
     commit: str | None = None,
@@ -855,7 +862,9 @@ def write_report(
     run_list = [read_train_manifest(path) for path in runs]
     curve_list = [read_loss_curve(path) for path in curves]
     metrics = [read_metrics(path) for path in curves]
-    run_list = [replace(run, overfitting_from=overfitting_step(records)) for run, records in zip(run_list, metrics)]
+    stalled = no_improvement_message(checkpoint_curves)
+    run_list = [replace(run, overfitting_from=overfitting_step(records), stalled=stalled.get(run.name))
+                for run, records in zip(run_list, metrics)]
     models = assemble_models(run_list, evaluations)
     columns = select_columns(models, settings)
     for path in tokenizers:
@@ -878,7 +887,7 @@ def write_report(
     plot_tasks(models, columns, flags, plots)
     plot_tokenizers(tokenizer_results, plots / "tokenizers")
 
-    inputs = [*runs, *curves, *(path for paths in evaluations.values() for path in paths), *tokenizers]
+    inputs = [*runs, *curves, *(path for paths in evaluations.values() for path in paths), *tokenizers, *checkpoint_curves]
     record = {
         "git_commit": commit,
         "versions": report_versions(),
