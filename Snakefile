@@ -23,6 +23,7 @@ include: "rules/evaluate.smk"
 include: "rules/contamination.smk"
 include: "rules/significance.smk"
 include: "rules/report.smk"
+include: "rules/checkpoints.smk"
 
 
 rule all:
@@ -37,4 +38,5 @@ rule all:
         eval_outputs(),
         contamination_outputs(),
         comparison_outputs(),
+        checkpoint_outputs(),
         report_outputs(),

@@ -39,6 +39,11 @@ def report_tokenizer_results():
     return [f"{TOKENIZER_EVAL}/{name}.json" for name in tokenizer_eval_names()]
 
 
+def report_checkpoint_curves():
+    """Each run's curves.csv of evaluated checkpoints (rules/checkpoints.smk, included after this file)."""
+    return [checkpoint_curves(run)["csv"] for run in checkpoint_eval_runs()] if "checkpoint_eval_runs" in globals() else []
+
+
 def report_outputs():
     return [f"{REPORT}/overview.md", f"{REPORT}/overview.html"]
 
@@ -54,6 +59,7 @@ rule results_report:
         evaluations=[path for paths in report_evaluations().values() for path in paths],
         tokenizers=report_tokenizer_results(),
         contamination=contamination_results() if "contamination_results" in globals() else [],
+        checkpoints=lambda wildcards: report_checkpoint_curves(),
     output:
         overview_html=report(f"{REPORT}/overview.html", category="1. Overview", caption="../report/overview.rst"),
         overview_md=report(f"{REPORT}/overview.md", category="2. Tables", subcategory="Models", caption="../report/tables.rst"),

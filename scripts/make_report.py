@@ -11,6 +11,7 @@ def main(snakemake):
         curves=list(snakemake.input.curves),
         evaluations=snakemake.params.evaluations,
         tokenizers=list(snakemake.input.tokenizers),
+        checkpoint_curves=list(snakemake.input.checkpoints),
         settings=ReportSettings.from_param(snakemake.params.settings),
         outputs=dict(snakemake.output.items()),
         plots_dir=snakemake.params.plots_dir,

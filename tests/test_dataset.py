@@ -105,6 +105,7 @@ def test_array_record_for_grain(sample_dir, tmp_path):
     assert read_texts(folder, "validation") == parquet_texts(shard_files(sample_dir, VALIDATION_SHARDS))
     assert manifest["maxtext"]["dataset_type"] == "grain"
     assert manifest["maxtext"]["grain_file_type"] == "arrayrecord"
+    assert manifest["maxtext"]["use_truncation"] is False  # Grain cuts long documents into pieces instead of truncating them
     train_files = sorted(Path(folder).glob(f"{NAME}-train.array_record-*"))
     assert [str(path) for path in train_files] == sorted(
         str(path) for path in Path(folder).parent.parent.glob(manifest["train_file_pattern"].split("/tfds/", 1)[1])

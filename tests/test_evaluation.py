@@ -264,6 +264,13 @@ def test_bits_per_byte_starts_near_uniform_and_falls_after_training(tiny, untrai
     assert before["bits_per_byte,none"] == pytest.approx(before["uniform_bits_per_byte"], rel=0.02)
     assert after["bits_per_byte,none"] < before["bits_per_byte,none"] - 0.2, (before, after)
     assert isinstance(after["bits_per_byte_stderr,none"], float)
+    # the report's "worse than uniform" flag: on the untrained export, not on the trained one
+    from nanogerman.report import assemble_models, uniform_flags
+
+    models = assemble_models([], {name: [tmp_path / f"{name}.json"] for name in ("untrained", "trained")})
+    flagged = {model.name: uniform_flags(model) for model in models}
+    assert flagged["trained"] == [] and len(flagged["untrained"]) == 1, flagged
+    assert flagged["untrained"][0].startswith("heldout_bpb worse than uniform (")
 
 
 @pytest.mark.slow
@@ -291,3 +298,31 @@ def test_every_suite_task_runs_offline_with_chance_levels_from_the_task(tiny, tm
     assert chance["truthfulqa_de_mc1"]["acc"] == pytest.approx(1 / 4)  # four answers per fixture question
     assert scores["lambada_openai_mt_de"]["perplexity,none"] > 1
     assert items["arc_de"]["doc_id"] == list(range(12)) and set(items["arc_de"]["acc"]) <= {0.0, 1.0}
+
+
+@pytest.mark.slow
+def test_two_checkpoints_give_two_rows_with_their_tokens_seen(tiny, held_out, tmp_path):
+    """The tiny run's checkpoints at steps 0 and 29: each exported (logits check) and evaluated like rule checkpoint_evaluate."""
+    from nanogerman.checkpoint_eval import evaluate_checkpoint, write_run_curves
+    from nanogerman.export import export_run
+
+    import yaml
+
+    config = validate_config(yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8")))
+    config["evaluation"]["checkpoints"].update(every=None, steps=[0], tasks=[BPB_TASK])
+    metrics = tiny.manifest_path.with_name("metrics.jsonl")
+    first = tmp_path / "step_0" / "hf"
+    report = export_run(tiny.manifest_path, tiny.tokenizer_dir, first, step=0)
+    assert report["checkpoint_step"] == 0 and report["logits_check"]["max_abs_diff"] < 1e-3
+    points = []
+    for step, folder in ((0, first), (29, tiny.export_dir)):
+        points.append(tmp_path / f"step_{step}.json")
+        evaluate_checkpoint(run="tiny", step=step, folder=folder, config=config, metrics=metrics, out=points[-1], texts=held_out)
+    rows = write_run_curves(run="tiny", points=points, final=[], manifest=tiny.manifest_path, chance={},
+                            csv_out=tmp_path / "curves.csv", plot_out=tmp_path / "curves.svg")
+    weights = [record["learning/total_weights"] for record in map(json.loads, metrics.read_text().splitlines())]
+    assert [(row["step"], row["metric"], row["tokens_seen"]) for row in rows] == [
+        (0, "bits_per_byte", int(weights[0])), (29, "bits_per_byte", int(sum(weights)))]
+    assert int(sum(weights)) == tiny.manifest["tokens_seen"]
+    assert rows[1]["value"] < rows[0]["value"] and rows[0]["reference_kind"] == "uniform"
+    assert (tmp_path / "curves.csv").read_text().count("\n") == 3 and (tmp_path / "curves.png").is_file()

@@ -427,6 +427,7 @@ def test_charts_carry_chance_lines_whiskers_and_flags(workflow):
     assert names == {f"{name}.{fmt}" for name in expected for fmt in ("svg", "png")}
     loss = (plots / "loss_curves.svg").read_text()
     assert "seed_lr § learning rate 6.0e-06 ‡ loss fell 4.2%" in loss and "training step + 1 (log scale)" in loss
+    assert "tiny_good validation" in loss and "seed_lr validation" not in loss and "overfitting" not in loss
     tasks = (plots / "tasks.svg").read_text()
     assert tasks.count("chance 0.25") == 7 and tasks.count("chance 0.2<") == 1  # a legend per panel with a chance level
     assert "0.2500†" in tasks and "0.1900†" in tasks and "Whiskers: ± 2 standard errors" in tasks

@@ -168,9 +168,10 @@ def test_maxtext_arguments_for_a_cpu_run():
     assert pairs["hardware"] == "cpu" and pairs["skip_jax_distributed_system"] == "true"
     assert pairs["tokenizer_type"] == "huggingface" and pairs["tokenizer_path"] == "/tok" and pairs["vocab_size"] == "2048"
     assert pairs["dataset_type"] == "tfds" and pairs["dataset_name"] == "n:1.0.0" and "eval_split" not in pairs
-    assert pairs["steps"] == "200" and pairs["learning_rate"] == "0.003" and pairs["per_device_batch_size"] == "8"
-    assert pairs["packing"] == "true" and pairs["checkpoint_period"] == "50" and pairs["metrics_file"] == "/m.jsonl"
-    assert pairs["num_epoch"] == "1000" and pairs["dtype"] == "float32"
+    assert pairs["steps"] == "300" and pairs["learning_rate"] == "0.003" and pairs["per_device_batch_size"] == "8"
+    assert pairs["packing"] == "true" and pairs["checkpoint_period"] == "150" and pairs["metrics_file"] == "/m.jsonl"
+    assert pairs["num_epoch"] == "10" and pairs["dtype"] == "float32" and pairs["eval_interval"] == "50"
+    assert pairs["grain_worker_count"] == "0" and pairs["grain_worker_count_eval"] == "0"
 
 
 def test_config_hash_follows_the_weights_not_the_bookkeeping():
@@ -243,8 +244,10 @@ def tiny_training_config() -> dict:
     config["tokenizers"] = [entry for entry in config["tokenizers"] if entry["name"] == "sample_neox"]
     config.pop("tokenizer_eval", None)
     config["training"]["smoke"] = {"steps": 3}
-    config["training"]["defaults"].update(steps=80, checkpoint_period=20)
+    config["dataset"]["format"] = "tfrecord"  # MaxText's tfds pipeline (the default's Grain one runs in test_workflow.py)
+    config["training"]["defaults"].update(steps=80, checkpoint_period=20, eval_interval=30, eval_steps=2)
     config["training"]["runs"] = [{"name": "tiny", "tokenizer": "sample_neox"}]
+    config["evaluation"]["checkpoints"]["every"] = None  # the default's 150 is no multiple of this run's checkpoint_period
     return config
 
 
@@ -306,6 +309,10 @@ def test_tiny_run_loss_falls_and_metrics_are_written(trained):
     assert sum(losses[-10:]) / 10 < losses[0] - 2.0, losses
     assert manifest["first_loss"] == losses[0] and manifest["final_loss"] == losses[-1]
     assert manifest["tokens_seen"] == sum(record["learning/total_weights"] for record in records)
+    # validation loss (tfds eval split, 2 batches) after steps 0, 30 and 60, across the kill and the resumed attempt
+    evaluated = [(record["step"], record["eval/avg_loss"], record["eval/total_weights"]) for record in records if "eval/avg_loss" in record]
+    assert [step for step, _, _ in evaluated] == [0, 30, 60], evaluated
+    assert all(weights > 0 for _, _, weights in evaluated) and evaluated[-1][1] < evaluated[0][1] - 0.5, evaluated
     assert manifest["final_step"] == 79 and manifest["steps"] == 80
     assert "completed step: 79" in trained["log"]  # MaxText's output is in the rule's log
 

@@ -25,6 +25,21 @@ def test_default_workflow_end_to_end(tmp_path, base_config, snakemake_run):
     assert arguments["base_output_directory"] == json.dumps(str(results / "checkpoints"))  # quoted for OmegaConf
     assert not (tmp_path / "res").exists()  # nothing written where a path cut at ' #' would point
     assert_no_secret_on_disk(results, SENTINEL)
+    # a run that generalizes: held-out bits per byte well below a uniform guess, validation loss falling, no flags
+    from nanogerman.curves import eval_curve, overfitting_step, read_metrics
+
+    for run in ("tiny_nanochat", "tiny_neox"):
+        bpb = json.loads((results / "eval" / run / "bits_per_byte.json").read_text())["results"]["heldout_bpb"]
+        assert bpb["bits_per_byte,none"] <= 0.85 * bpb["uniform_bits_per_byte"], (run, bpb)
+        records = read_metrics(results / "train" / run / "metrics.jsonl")
+        validation = [loss for _, loss in eval_curve(records)]
+        assert len(validation) == 6 and overfitting_step(records) is None, (run, validation)  # after steps 0, 50, …, 250
+        assert sum(later < earlier for earlier, later in zip(validation, validation[1:])) >= 4, (run, validation)
+        rows = (results / "checkpoint_eval" / run / "curves.csv").read_text().splitlines()[1:]
+        assert {int(row.split(",")[1]) for row in rows} == {0, 150, 299}, rows  # three evaluated checkpoints
+        assert not (results / "checkpoint_eval" / run / "step_150" / "hf").exists()  # intermediate exports deleted
+    overview = (results / "report" / "overview.md").read_text()
+    assert "worse than uniform" not in overview and "overfitting" not in overview and "no improvement" not in overview
     again = snakemake_run(tmp_path, base_config, "-n")
     assert "Nothing to be done" in again.stdout + again.stderr
 

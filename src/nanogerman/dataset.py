@@ -392,6 +392,7 @@ def manifest_for(*, name: str, version: str, file_format: str, data_dir: str, sp
         maxtext = {
             "dataset_type": "grain", "grain_file_type": "arrayrecord",
             "grain_train_files": patterns.get("train"), "grain_eval_files": patterns.get("validation"),
+            "use_truncation": False,  # documents longer than the context are cut into pieces, not truncated
         }
     return {
         "name": name,

@@ -37,12 +37,15 @@ import dataclasses
 import json
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from nanogerman.atomic import atomic_path, write_json
 from nanogerman.selection import ConfigError
+from nanogerman.curves import (
+    MARK_OVERFIT, MARK_STALLED, MARK_UNIFORM, eval_curve, no_improvement_message, overfitting_step, read_metrics, uniform_messages,
+)
 from nanogerman.errors import StageError
 from nanogerman.offline_tasks import NextPassageSpec
 from nanogerman.provenance import file_sha256, git_commit, package_versions
@@ -65,6 +68,7 @@ DEFAULT_CHANCE: dict[str, float | None] = {
     NextPassageSpec.task: 1 / NextPassageSpec.choices,  # the generated next-passage task (4-way)
 }
 MARK_CHANCE, MARK_LOSS, MARK_LR = "†", "‡", "§"
+RUN_MARKS = {"lr": MARK_LR, "loss": MARK_LOSS, "overfit": MARK_OVERFIT, "stalled": MARK_STALLED}
 
 
 class ReportError(StageError):
@@ -123,6 +127,8 @@ class Run:
     config_hash: str
     versions: dict = field(default_factory=dict)
     git_commit: str | None = None  # recorded by the training stage, if it does
+    overfitting_from: int | None = None  # from the validation curve in metrics.jsonl (nanogerman.curves)
+    stalled: str | None = None  # "no improvement …" from its evaluated checkpoints (nanogerman.checkpoint_eval)
 
 
 @dataclass
@@ -206,6 +212,8 @@ def read_scores(path: str | Path) -> tuple[dict[tuple[str, str], Score], dict]:
         "model_args": config.get("model_args"),
         "eval_config_hash": eval_config_hash(data) if config else None,
         "eval_git_hash": data.get("git_hash"),
+        "uniform_bits_per_byte": {task: entry["uniform_bits_per_byte"] for task, entry in results.items()
+                                  if isinstance(entry, dict) and _is_number(entry.get("uniform_bits_per_byte"))} or None,
         "versions": {**{name: version for name, version in recorded.items() if version},
                      **{name: data[key] for name, key in (("lm_eval", "lm_eval_version"), ("transformers", "transformers_version"))
                         if data.get(key)}},
@@ -342,6 +350,10 @@ def run_flags(run: Run, flags: FlagSettings) -> dict[str, str]:
         found["loss"] = "loss not finite"
     elif drop < flags.min_loss_drop:
         found["loss"] = f"loss fell {drop:.1%}"
+    if run.overfitting_from is not None:
+        found["overfit"] = f"overfitting from step {run.overfitting_from}"
+    if run.stalled:
+        found["stalled"] = run.stalled
     return found
 
 
@@ -408,15 +420,21 @@ def chance_count(model: Model, columns: Sequence[Column], flags: FlagSettings) -
                for column in columns)
 
 
+def uniform_flags(model: Model) -> list[str]:
+    """'worse than uniform' for each held-out bits-per-byte score at or above the uniform guess recorded with it."""
+    values = {key: score.value for key, score in model.scores.items()}
+    return uniform_messages(values, model.evaluation.get("uniform_bits_per_byte") or {})
+
+
 def model_flags(model: Model, columns: Sequence[Column], flags: FlagSettings) -> list[str]:
     """Short flag messages for the overview's Flags column."""
     found = []
     count = chance_count(model, columns, flags)
     if count:
         found.append(f"{MARK_CHANCE} {count} at chance")
+    found += [f"{MARK_UNIFORM} {message}" for message in uniform_flags(model)]
     if model.run is not None:
-        marks = {"lr": MARK_LR, "loss": MARK_LOSS}
-        found += [f"{marks[key]} {message}" for key, message in run_flags(model.run, flags).items()]
+        found += [f"{RUN_MARKS[key]} {message}" for key, message in run_flags(model.run, flags).items()]
     return found
 
 
@@ -465,7 +483,10 @@ def overview_notes(columns: Sequence[Column], settings: ReportSettings, missing:
     chance_text = ", ".join(f"{task} {'none' if level is None else f'{level:g}'}" for task, level in chance.items())
     run_flags_note = (f"{MARK_LR} learning rate outside {format_learning_rate(flags.learning_rate_range[0])}–"
                       f"{format_learning_rate(flags.learning_rate_range[1])}; {MARK_LOSS} loss (mean of the last logged steps) "
-                      f"fell less than {flags.min_loss_drop:.0%} from the first step's.")
+                      f"fell less than {flags.min_loss_drop:.0%} from the first step's; {MARK_OVERFIT} validation loss rose for 3 "
+                      f"evaluations in a row while the training loss fell; {MARK_UNIFORM} held-out bits per byte at or above "
+                      "a uniform guess over the vocabulary (log2 V × tokens per byte); "
+                      f"{MARK_STALLED} held-out bits per byte no lower at the last evaluated checkpoint than at the first.")
     if not columns:
         notes = ["No evaluation results yet: the task columns appear once the evaluation stage has run.", run_flags_note]
     else:
@@ -599,12 +620,14 @@ def runs_frame(runs: Sequence[Run], flags: FlagSettings, commit: str):
             "first_loss": run.first_loss, "final_loss": run.final_loss, "final_loss_tail_mean": run.tail_loss,
             "loss_drop": loss_drop(run), "wall_seconds": run.wall_seconds, "accelerator": run.accelerator,
             "devices": run.devices, "flag_learning_rate": "lr" in found, "flag_loss": "loss" in found,
+            "overfitting_from_step": run.overfitting_from,
             "flags": "; ".join(found.values()), "config_hash": run.config_hash, "versions": format_versions(run.versions),
             "git_commit": run.git_commit or commit,
         })
     return pd.DataFrame(rows, columns=["run", "tokenizer", "learning_rate", "steps", "global_batch_size", "max_target_length",
                                        "tokens_seen", "first_loss", "final_loss", "final_loss_tail_mean", "loss_drop",
-                                       "wall_seconds", "accelerator", "devices", "flag_learning_rate", "flag_loss", "flags",
+                                       "wall_seconds", "accelerator", "devices", "flag_learning_rate", "flag_loss",
+                                       "overfitting_from_step", "flags",
                                        "config_hash", "versions", "git_commit"])
 
 
@@ -686,26 +709,29 @@ def plot_placeholder(folder: str | Path, name: str, message: str) -> list[Path]:
 
 
 def plot_loss_curves(runs: Sequence[Run], curves: Sequence[Sequence[tuple[int, float]]], flags: FlagSettings,
-                     folder: str | Path, name: str = "loss_curves") -> list[Path]:
-    """Every run's training loss on one chart, steps on a log scale; flagged runs dashed, their flags in the legend."""
+                     folder: str | Path, name: str = "loss_curves",
+                     eval_curves: Sequence[Sequence[tuple[int, float]]] | None = None) -> list[Path]:
+    """Every run's training loss (solid) and validation loss (dashed, same colour) on one chart, steps on a log scale; flags in the legend."""
     from nanogerman.plots import pyplot, save_figure
 
     if not any(curves):
         return plot_placeholder(folder, name, "no training runs")
     plt = pyplot()
     figure, axes = plt.subplots(figsize=(7, 4.2))
-    marks = {"lr": MARK_LR, "loss": MARK_LOSS}
-    for run, curve in zip(runs, curves):
+    eval_curves = eval_curves or [[] for _ in runs]
+    for run, curve, validation in zip(runs, curves, eval_curves):
         if not curve:
             continue
         found = run_flags(run, flags)
-        label = run.name + "".join(f" {marks[key]} {message}" for key, message in found.items())
-        steps = [step + 1 for step, _ in curve]
-        axes.plot(steps, [loss for _, loss in curve], label=label, linestyle="--" if found else "-", linewidth=1.2)
+        label = run.name + "".join(f" {RUN_MARKS[key]} {message}" for key, message in found.items())
+        (line,) = axes.plot([step + 1 for step, _ in curve], [loss for _, loss in curve], label=label, linewidth=1.2)
+        if validation:
+            axes.plot([step + 1 for step, _ in validation], [loss for _, loss in validation], linestyle="--", marker="o",
+                      markersize=3, color=line.get_color(), linewidth=1.2, label=f"{run.name} validation")
     axes.set_xscale("log")
     axes.set_xlabel("training step + 1 (log scale)")
-    axes.set_ylabel("training loss")
-    axes.set_title("Training loss of every run (dashed: flagged run)", fontsize=9)
+    axes.set_ylabel("loss (nats per token)")
+    axes.set_title("Training loss (solid) and validation loss (dashed) of every run", fontsize=9)
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=8)
     try:
@@ -805,6 +831,7 @@ def write_report(
     evaluations: dict[str, Sequence[str | Path]],
     tokenizers: Sequence[str | Path],
     settings: ReportSettings,
+    checkpoint_curves: Sequence[str | Path] = (),
     outputs: dict[str, str | Path],
     plots_dir: str | Path,
     commit: str | None = None,
@@ -820,6 +847,10 @@ def write_report(
     commit = commit or git_commit()
     run_list = [read_train_manifest(path) for path in runs]
     curve_list = [read_loss_curve(path) for path in curves]
+    metrics = [read_metrics(path) for path in curves]
+    stalled = no_improvement_message(checkpoint_curves)
+    run_list = [replace(run, overfitting_from=overfitting_step(records), stalled=stalled.get(run.name))
+                for run, records in zip(run_list, metrics)]
     models = assemble_models(run_list, evaluations)
     from dataclasses import replace
 
@@ -846,11 +877,11 @@ def write_report(
     write_text(outputs["tokenizers_tex"], tokenizer_latex(tokenizer_results) if tokenizer_results else "% no tokenizer evaluation\n")
 
     plots = Path(plots_dir)
-    plot_loss_curves(run_list, curve_list, flags, plots)
+    plot_loss_curves(run_list, curve_list, flags, plots, eval_curves=[eval_curve(records) for records in metrics])
     plot_tasks(models, columns, flags, plots)
     plot_tokenizers(tokenizer_results, plots / "tokenizers")
 
-    inputs = [*runs, *curves, *(path for paths in evaluations.values() for path in paths), *tokenizers, *contamination]
+    inputs = [*runs, *curves, *(path for paths in evaluations.values() for path in paths), *tokenizers, *contamination, *checkpoint_curves]
     record = {
         "git_commit": commit,
         "versions": report_versions(),

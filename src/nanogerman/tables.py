@@ -13,11 +13,13 @@ from typing import Callable, Sequence
 
 MISSING = "---"
 # Footnote markers and their LaTeX form (text mode).
-LATEX_MARKS = {"†": r"\textsuperscript{\dag}", "‡": r"\textsuperscript{\ddag}", "§": r"\textsuperscript{\S}", "*": r"\textsuperscript{*}"}
+LATEX_MARKS = {"†": r"\textsuperscript{\dag}", "‡": r"\textsuperscript{\ddag}", "§": r"\textsuperscript{\S}", "*": r"\textsuperscript{*}",
+               "¶": r"\textsuperscript{\P}", "‖": r"\textsuperscript{\textbardbl}",
+               "¤": r"\textsuperscript{\textcurrency}"}
 _LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
                    "→": r"$\rightarrow$", "×": r"$\times$", "±": r"$\pm$", "–": "--", "≥": r"$\geq$", "<": r"$<$", ">": r"$>$",
-                   "†": r"\dag{}", "‡": r"\ddag{}", "§": r"\S{}"}
+                   "†": r"\dag{}", "‡": r"\ddag{}", "§": r"\S{}", "¶": r"\P{}", "‖": r"\textbardbl{}", "¤": r"\textcurrency{}"}
 
 
 @dataclass(frozen=True)

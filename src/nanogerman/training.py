@@ -44,6 +44,7 @@ from nanogerman.metrics import StepRecorder, dedupe_steps, last_match, read_json
 from nanogerman.maxtext_values import maxtext_arg
 from nanogerman.resume import prune_unrecorded_checkpoints
 from nanogerman.selection import check_unique_names, tokenizer_entry
+from nanogerman.curves import LogRecorder, log_metrics_path, merge_metrics
 
 log = logging.getLogger(__name__)
 
@@ -280,7 +281,9 @@ def run_local_backend(context: JobContext, *, python: str | None = None) -> Back
     resumed = None
     if not context.base_output_directory.startswith("gs://"):
         steps = committed_steps(context.checkpoint_dir)
-        recorded = [record["step"] for record in dedupe_steps(read_jsonl(context.raw_metrics))]
+        # both sources: MaxText empties its metrics file at each evaluation, the log recorder keeps every step
+        recorded = [record["step"] for record in merge_metrics(read_jsonl(log_metrics_path(context.raw_metrics)),
+                                                               read_jsonl(context.raw_metrics))]
         if prune_unrecorded_checkpoints(context.checkpoint_dir, steps, recorded):  # every step in the metrics exactly once
             steps = committed_steps(context.checkpoint_dir)
         resumed = steps[-1] if steps else None
@@ -293,7 +296,7 @@ def run_local_backend(context: JobContext, *, python: str | None = None) -> Back
         log.info("run %s: resuming from checkpoint step %d in %s", context.run_name, resumed, context.checkpoint_dir)
     command = maxtext_command(TRAIN_MODULE, context.args, python)
     log.info("running: %s", " ".join(command))
-    tail = LineTail()
+    tail = LineTail(extra=LogRecorder(log_metrics_path(context.raw_metrics)))  # MaxText's metrics_file loses eval records
     returncode = run_streaming(command, env=local_env(context.plan.hardware), on_line=tail)
     return BackendResult(returncode, tail, resumed_from_step=resumed if resumed is not None else tail.restored_step)
 
@@ -329,7 +332,7 @@ def train_run(
             f"run {plan.name}: MaxText exited with code {result.returncode}: {result.tail.error_summary()} "
             f"(full output in the job's log; rerun to resume from the last checkpoint in {context.checkpoint_dir})"
         )
-    records = dedupe_steps(read_jsonl(context.raw_metrics))
+    records = merge_metrics(read_jsonl(log_metrics_path(context.raw_metrics)), read_jsonl(context.raw_metrics))
     summary = summarize_metrics(records, plan.tokens_per_step)
     last_step = summary.get("last_step")
     if last_step is None or last_step < steps - 1:
