@@ -48,15 +48,20 @@ def main() -> None:
     files = sorted(args.corpus.glob("*.parquet"))
     if not files:
         raise SystemExit(f"{args.corpus}: no parquet files")
-    size = sum(len((text or "").encode("utf-8")) for path in files
-               for text in pq.read_table(path, columns=["text"]).column("text").to_pylist())
+    size = sum(
+        len((text or "").encode("utf-8"))
+        for path in files
+        for text in pq.read_table(path, columns=["text"]).column("text").to_pylist()
+    )
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "ngrams.npy"
         ngram_seconds = best_of(args.repeats, lambda: shard_ngrams(files, out, n=args.n))
         info = shard_ngrams(files, out, n=args.n)
     bare_seconds = best_of(args.repeats, lambda: bare_pass(files))
     mb = size / 1e6
-    print(f"corpus: {len(files)} files, {info['documents']} documents, {mb:.1f} MB of text, {info['ngrams']} distinct {args.n}-grams")
+    print(
+        f"corpus: {len(files)} files, {info['documents']} documents, {mb:.1f} MB of text, {info['ngrams']} distinct {args.n}-grams"
+    )
     print(f"n-gram pass: {ngram_seconds:.2f} s, {mb / ngram_seconds:.1f} MB/s")
     print(f"bare read + lowercase split: {bare_seconds:.2f} s, {mb / bare_seconds:.1f} MB/s")
     print(f"ratio (n-gram pass / bare pass, MB/s): {bare_seconds / ngram_seconds:.2f}")

@@ -67,11 +67,14 @@ def main() -> None:
 
     snakemake = Path(sys.executable).parent / "snakemake"
     started = time.perf_counter()
-    result = subprocess.run([str(snakemake), "-n", "--configfile", "config/nano-german.yaml"], cwd=REPO,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [str(snakemake), "-n", "--configfile", "config/nano-german.yaml"], cwd=REPO, capture_output=True, text=True
+    )
     planning = time.perf_counter() - started
     jobs = next((line.split()[-1] for line in result.stdout.splitlines() if line.startswith("corpus_shard")), "?")
-    print(f"snakemake -n --configfile config/nano-german.yaml: {planning:.2f} s wall, corpus_shard jobs planned: {jobs}, exit {result.returncode}")
+    print(
+        f"snakemake -n --configfile config/nano-german.yaml: {planning:.2f} s wall, corpus_shard jobs planned: {jobs}, exit {result.returncode}"
+    )
 
 
 def fetch_shard_chars(path: Path) -> int:

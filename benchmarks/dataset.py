@@ -62,8 +62,11 @@ def _part(job: tuple[str, str, str]) -> None:
 
 def stage_build(corpus: Path, out_dir: Path, workers: int, file_format: str) -> None:
     splits = {"train": TRAIN, "validation": VALIDATION}
-    jobs = [(str(corpus / f"shard_{i:05d}.parquet"), str(out_dir / "parts" / f"shard_{i:05d}"), file_format)
-            for indices in splits.values() for i in indices]
+    jobs = [
+        (str(corpus / f"shard_{i:05d}.parquet"), str(out_dir / "parts" / f"shard_{i:05d}"), file_format)
+        for indices in splits.values()
+        for i in indices
+    ]
     with ProcessPoolExecutor(max_workers=workers) as pool:
         list(pool.map(_part, jobs))
     parts = {split: [out_dir / "parts" / f"shard_{i:05d}" for i in indices] for split, indices in splits.items()}

@@ -59,21 +59,31 @@ def main() -> None:
     tokenizer = results / "tokenizers" / manifest["tokenizer"]["name"]
     texts = list(iter_texts([results / "corpus" / f"{options.shard}.parquet"]))
 
-    import_seconds, _ = timed(subprocess.run, [sys.executable, "-c", "import maxtext.trainers.pre_train.train"], check=True,
-                              capture_output=True)
+    import_seconds, _ = timed(
+        subprocess.run, [sys.executable, "-c", "import maxtext.trainers.pre_train.train"], check=True, capture_output=True
+    )
     with tempfile.TemporaryDirectory(prefix="nanogerman-bench-") as scratch:
         folder = Path(scratch) / "hf"
         export_seconds, report = timed(export_run, manifest_path, tokenizer, folder, step=options.step)
-        bpb_seconds, found = timed(evaluate_bits_per_byte, ModelSpec(f"{options.run}@{options.step}", str(folder)), EvalSettings(),
-                                   texts, Path(scratch) / "bpb.json")
+        bpb_seconds, found = timed(
+            evaluate_bits_per_byte,
+            ModelSpec(f"{options.run}@{options.step}", str(folder)),
+            EvalSettings(),
+            texts,
+            Path(scratch) / "bpb.json",
+        )
     total = export_seconds + bpb_seconds
     figures = found["results"]["heldout_bpb"]
     parts = {"export with the logits check": export_seconds, "bits per byte": bpb_seconds}
     dominant = max(parts, key=parts.get)
-    print(f"run {options.run}, checkpoint step {options.step}: max |logit difference| {report['logits_check']['max_abs_diff']:.2g}, "
-          f"{figures['bits_per_byte,none']:.3f} bits per byte over {figures['bytes']:,} bytes (uniform {figures['uniform_bits_per_byte']:.3f})")
-    print(f"  export + logits check  {export_seconds:8.1f} s   (one bare MaxText import in a fresh Python: {import_seconds:.1f} s; "
-          "the export starts two such processes side by side)")
+    print(
+        f"run {options.run}, checkpoint step {options.step}: max |logit difference| {report['logits_check']['max_abs_diff']:.2g}, "
+        f"{figures['bits_per_byte,none']:.3f} bits per byte over {figures['bytes']:,} bytes (uniform {figures['uniform_bits_per_byte']:.3f})"
+    )
+    print(
+        f"  export + logits check  {export_seconds:8.1f} s   (one bare MaxText import in a fresh Python: {import_seconds:.1f} s; "
+        "the export starts two such processes side by side)"
+    )
     print(f"  bits per byte          {bpb_seconds:8.1f} s   (loading the export in transformers included)")
     print(f"  evaluation, total      {total:8.1f} s")
     print(f"  training between two checkpoints: {period} steps × {step_seconds:.3f} s (median step) = {training_seconds:.1f} s")

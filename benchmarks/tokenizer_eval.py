@@ -85,7 +85,7 @@ def main() -> int:
 
     same = True
     with tempfile.TemporaryDirectory(prefix="nanogerman-bench-eval-") as scratch:
-        for kind in ([None] if args.tokenizer else args.kinds.split(",")):
+        for kind in [None] if args.tokenizer else args.kinds.split(","):
             same &= run_one(args, kind, datasets, Path(scratch))
     return 0 if same else 1
 
@@ -113,20 +113,28 @@ def run_one(args, kind: str | None, datasets: list[EvalDataset], scratch: Path) 
     result = results[stage_times.index(min(stage_times))]  # the fastest run's own figures
     megabytes = result["totals"]["bytes"] / 1e6
     stage, loop = min(stage_times), min(loop_times)
-    print(f"text: validation (shard 5) + shards 0-1: {result['totals']['texts']:,} texts, {megabytes:.1f} MB UTF-8, "
-          f"{result['totals']['tokens']:,} tokens; best of {args.repeats}")
-    print(f"stage  {stage:7.2f} s  {megabytes / stage:6.2f} MB/s   (runs: {fmt(stage_times)}; "
-          f"encoding alone {result['encode_mb_per_second']:.2f} MB/s with {result['encoder']})")
+    print(
+        f"text: validation (shard 5) + shards 0-1: {result['totals']['texts']:,} texts, {megabytes:.1f} MB UTF-8, "
+        f"{result['totals']['tokens']:,} tokens; best of {args.repeats}"
+    )
+    print(
+        f"stage  {stage:7.2f} s  {megabytes / stage:6.2f} MB/s   (runs: {fmt(stage_times)}; "
+        f"encoding alone {result['encode_mb_per_second']:.2f} MB/s with {result['encoder']})"
+    )
     print(f"loop   {loop:7.2f} s  {megabytes / loop:6.2f} MB/s   (runs: {fmt(loop_times)}; AutoTokenizer.encode per text)")
-    print(f"speedup loop/stage = {loop / stage:.2f}x wall-clock (goal >= 5x); CPU time {min(loop_cpu):.2f} s / "
-          f"{min(stage_cpu):.2f} s = {min(loop_cpu) / min(stage_cpu):.2f}x (all threads; less sensitive to other load)")
+    print(
+        f"speedup loop/stage = {loop / stage:.2f}x wall-clock (goal >= 5x); CPU time {min(loop_cpu):.2f} s / "
+        f"{min(stage_cpu):.2f} s = {min(loop_cpu) / min(stage_cpu):.2f}x (all threads; less sensitive to other load)"
+    )
     print(f"load average (1 min) at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     stage_metrics = {"pooled": result["metrics"], **{entry["name"]: entry["metrics"] for entry in result["datasets"]}}
     same = stage_metrics == metrics
-    print(f"metrics identical (pooled and per dataset): {same}; fertility {result['metrics']['fertility']:.3f}, "
-          f"vocab utilization {result['metrics']['vocab_utilization']:.1%}, "
-          f"type-token ratio {result['metrics']['type_token_ratio']:.4f}, token length {result['metrics']['token_length']:.2f}, "
-          f"tokens per line {result['metrics']['tokens_per_line']:.1f}")
+    print(
+        f"metrics identical (pooled and per dataset): {same}; fertility {result['metrics']['fertility']:.3f}, "
+        f"vocab utilization {result['metrics']['vocab_utilization']:.1%}, "
+        f"type-token ratio {result['metrics']['type_token_ratio']:.4f}, token length {result['metrics']['token_length']:.2f}, "
+        f"tokens per line {result['metrics']['tokens_per_line']:.1f}"
+    )
     return same
 
 

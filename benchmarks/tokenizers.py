@@ -88,8 +88,10 @@ def main() -> int:
         return 1
     texts = list(iter_texts(paths))
     characters = sum(map(len, texts))
-    print(f"text: {len(paths)} shards, {len(texts):,} documents, {characters / 1e6:.1f} M characters; "
-          f"vocab_size {args.vocab_size:,}; best of {args.repeats}")
+    print(
+        f"text: {len(paths)} shards, {len(texts):,} documents, {characters / 1e6:.1f} M characters; "
+        f"vocab_size {args.vocab_size:,}; best of {args.repeats}"
+    )
 
     logging_quiet()
     bare = {"nanochat": bare_nanochat, "neox": bare_neox}
@@ -107,9 +109,13 @@ def main() -> int:
                     print(f"warning: {kind}: the stage reached {stats['vocab_size']} tokens, the bare trainer {reached}")
             best_bare, best_stage = min(bare_times), min(stage_times)
             rows.append((kind, best_bare, best_stage, stats))
-            print(f"{kind:9s} bare  {best_bare:7.2f} s  {characters / best_bare / 1e6:6.2f} M chars/s   (runs: {fmt(bare_times)})")
-            print(f"{kind:9s} stage {best_stage:7.2f} s  {characters / best_stage / 1e6:6.2f} M chars/s   (runs: {fmt(stage_times)})"
-                  f"  of which training {stats['training_seconds']:.2f} s")
+            print(
+                f"{kind:9s} bare  {best_bare:7.2f} s  {characters / best_bare / 1e6:6.2f} M chars/s   (runs: {fmt(bare_times)})"
+            )
+            print(
+                f"{kind:9s} stage {best_stage:7.2f} s  {characters / best_stage / 1e6:6.2f} M chars/s   (runs: {fmt(stage_times)})"
+                f"  of which training {stats['training_seconds']:.2f} s"
+            )
             print(f"{kind:9s} stage/bare = {best_stage / best_bare:.3f}  (goal <= 1.05); vocab {stats['vocab_size']:,}")
     return 0
 

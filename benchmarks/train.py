@@ -31,18 +31,42 @@ from pathlib import Path
 import yaml
 
 from nanogerman.training import (
-    TRAIN_MODULE, dedupe_steps, format_value, local_env, parse_step_line, summarize_metrics,
+    TRAIN_MODULE,
+    dedupe_steps,
+    format_value,
+    local_env,
+    parse_step_line,
+    summarize_metrics,
 )
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 MODELS = {
-    "nano": {"model": "config/models/nano-german-slm.yml", "vocab_size": 65536, "max_target_length": 2048, "per_device_batch_size": 1},
-    "tiny": {"model": "config/models/nano-german-tiny.yml", "vocab_size": 2048, "max_target_length": 128, "per_device_batch_size": 8},
+    "nano": {
+        "model": "config/models/nano-german-slm.yml",
+        "vocab_size": 65536,
+        "max_target_length": 2048,
+        "per_device_batch_size": 1,
+    },
+    "tiny": {
+        "model": "config/models/nano-german-tiny.yml",
+        "vocab_size": 2048,
+        "max_target_length": 128,
+        "per_device_batch_size": 8,
+    },
 }
 # bf16 dense peak TFLOP/s per JAX device
-PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "TPU v4": 275.0, "TPU v5 lite": 197.0,
-               "TPU v5p": 459.0, "TPU v6 lite": 918.0, "TPU v6e": 918.0}
+PEAK_TFLOPS = {
+    "H100": 989.0,
+    "H200": 989.0,
+    "A100": 312.0,
+    "L4": 121.0,
+    "TPU v4": 275.0,
+    "TPU v5 lite": 197.0,
+    "TPU v5p": 459.0,
+    "TPU v6 lite": 918.0,
+    "TPU v6e": 918.0,
+}
 
 
 def devices() -> tuple[str, str, int]:
@@ -74,9 +98,14 @@ def throughput(model: str, steps: int, peak: float | None, platform: str, kind: 
     spec = MODELS[model]
     hardware = "cpu" if platform == "cpu" else ("gpu" if platform in ("gpu", "cuda", "rocm") else "tpu")
     pairs = {
-        "run_name": f"bench-{model}", "base_output_directory": str(scratch / "throughput"), "dataset_type": "synthetic",
-        "steps": steps, "enable_checkpointing": False, "vocab_size": spec["vocab_size"],
-        "max_target_length": spec["max_target_length"], "per_device_batch_size": spec["per_device_batch_size"],
+        "run_name": f"bench-{model}",
+        "base_output_directory": str(scratch / "throughput"),
+        "dataset_type": "synthetic",
+        "steps": steps,
+        "enable_checkpointing": False,
+        "vocab_size": spec["vocab_size"],
+        "max_target_length": spec["max_target_length"],
+        "per_device_batch_size": spec["per_device_batch_size"],
         "dtype": "float32" if hardware == "cpu" else "bfloat16",
     }
     if hardware != "tpu":
@@ -87,9 +116,13 @@ def throughput(model: str, steps: int, peak: float | None, platform: str, kind: 
     tflops = [float(line.split("TFLOP/s/device: ")[1].split(",")[0]) for line in lines if "TFLOP/s/device: " in line][2:]
     summary = summarize_metrics(records, spec["per_device_batch_size"] * count * spec["max_target_length"])
     tflops_per_device = sorted(tflops)[len(tflops) // 2] if tflops else float("nan")
-    print(f"model {model} ({spec['model']}), context {spec['max_target_length']}, {count} x {kind} ({platform}), "
-          f"{spec['per_device_batch_size']} sequences per device, {steps} steps in {seconds:.1f} s wall")
-    print(f"  tokens/s (after compilation): {summary['tokens_per_second']:.0f}  ({summary['tokens_per_second'] / count:.0f} per device)")
+    print(
+        f"model {model} ({spec['model']}), context {spec['max_target_length']}, {count} x {kind} ({platform}), "
+        f"{spec['per_device_batch_size']} sequences per device, {steps} steps in {seconds:.1f} s wall"
+    )
+    print(
+        f"  tokens/s (after compilation): {summary['tokens_per_second']:.0f}  ({summary['tokens_per_second'] / count:.0f} per device)"
+    )
     print(f"  TFLOP/s per device (MaxText's count, median): {tflops_per_device:.3f}")
     if peak:
         print(f"  MFU: {100 * tflops_per_device / peak:.1f} % of {peak:.0f} TFLOP/s")
@@ -108,11 +141,24 @@ def overhead(repeats: int, scratch: Path) -> None:
     config["training"]["runs"] = [{"name": "bench", "tokenizer": "sample_neox"}]
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}
-    base = [str(VENV_BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2",
-            "--configfile", str(workdir / "config.yaml")]
+    base = [
+        str(VENV_BIN / "snakemake"),
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--cores",
+        "2",
+        "--configfile",
+        str(workdir / "config.yaml"),
+    ]
     target = "results/train/bench/train.json"
-    subprocess.run([*base[:1], "results/dataset/dataset.json", "results/tokenizers/sample_neox", *base[1:]], env=env,
-                   check=True, capture_output=True)
+    subprocess.run(
+        [*base[:1], "results/dataset/dataset.json", "results/tokenizers/sample_neox", *base[1:]],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     rule_times, bare_times, rule_tps, bare_tps = [], [], [], []
     for attempt in range(repeats):
         for path in (workdir / "results" / "train", workdir / "results" / "checkpoints"):
@@ -122,7 +168,11 @@ def overhead(repeats: int, scratch: Path) -> None:
         rule_times.append(time.perf_counter() - started)
         manifest = json.loads((workdir / target).read_text())
         rule_tps.append(manifest["tokens_per_second"])
-        args = [arg for arg in manifest["maxtext_args"] if not arg.startswith(("run_name=", "base_output_directory=", "metrics_file="))]
+        args = [
+            arg
+            for arg in manifest["maxtext_args"]
+            if not arg.startswith(("run_name=", "base_output_directory=", "metrics_file="))
+        ]
         args += [f"run_name=bare-{attempt}", f"base_output_directory={scratch / 'bare'}"]
         seconds, lines = run_maxtext(args, local_env("cpu"))
         bare_times.append(seconds)
@@ -132,8 +182,10 @@ def overhead(repeats: int, scratch: Path) -> None:
     print(f"tiny run ({steps} steps, sample_neox, context {manifest['max_target_length']}), best of {repeats}:")
     print(f"  snakemake train_run job: {rule:.1f} s wall, {max(rule_tps):.0f} tokens/s")
     print(f"  bare MaxText, same args: {bare:.1f} s wall, {max(bare_tps):.0f} tokens/s")
-    print(f"  rule overhead: {rule - bare:+.1f} s ({100 * (rule - bare) / bare:+.1f} %; snakemake start, config check, "
-          "job script, manifest and metrics writing)")
+    print(
+        f"  rule overhead: {rule - bare:+.1f} s ({100 * (rule - bare) / bare:+.1f} %; snakemake start, config check, "
+        "job script, manifest and metrics writing)"
+    )
 
 
 def main() -> None:

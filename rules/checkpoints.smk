@@ -17,7 +17,9 @@ from nanogerman.config import ConfigError as _ConfigError
 CHECKPOINT_EVAL = f"{RESULTS}/checkpoint_eval"
 
 try:
-    _check_checkpoint_evaluation(config, [run for run in eval_models() if run in train_runs()])
+    _check_checkpoint_evaluation(
+        config, [run for run in eval_models() if run in train_runs()]
+    )
 except _ConfigError as error:
     _sys.stderr.write(f"{error}\n")
     _sys.exit(1)
@@ -29,24 +31,40 @@ wildcard_constraints:
 
 def checkpoint_eval_runs():
     """Evaluated training runs with intermediate checkpoints to evaluate."""
-    return [run for run in eval_models() if run in train_runs() and _intermediate_steps(config, run)]
+    return [
+        run
+        for run in eval_models()
+        if run in train_runs() and _intermediate_steps(config, run)
+    ]
 
 
 def checkpoint_points(run):
-    return [f"{CHECKPOINT_EVAL}/{run}/step_{step}.json" for step in _intermediate_steps(config, run)]
+    return [
+        f"{CHECKPOINT_EVAL}/{run}/step_{step}.json"
+        for step in _intermediate_steps(config, run)
+    ]
 
 
 def checkpoint_curves(run):
-    return {"csv": f"{CHECKPOINT_EVAL}/{run}/curves.csv", "plot": f"{CHECKPOINT_EVAL}/{run}/curves.svg"}
+    return {
+        "csv": f"{CHECKPOINT_EVAL}/{run}/curves.csv",
+        "plot": f"{CHECKPOINT_EVAL}/{run}/curves.svg",
+    }
 
 
 def checkpoint_outputs():
-    return [path for run in checkpoint_eval_runs() for path in checkpoint_curves(run).values()]
+    return [
+        path
+        for run in checkpoint_eval_runs()
+        for path in checkpoint_curves(run).values()
+    ]
 
 
 def _checkpoint_export_folder():
     folder = directory(f"{CHECKPOINT_EVAL}/{{run}}/step_{{step}}/hf")
-    return folder if config["evaluation"]["checkpoints"]["keep_exports"] else temp(folder)
+    return (
+        folder if config["evaluation"]["checkpoints"]["keep_exports"] else temp(folder)
+    )
 
 
 rule checkpoint_export:
@@ -55,15 +73,15 @@ rule checkpoint_export:
         tokenizer=lambda wildcards: tokenizer_dir(train_plan(wildcards.run).tokenizer),
     output:
         folder=_checkpoint_export_folder(),
-    params:
-        step=lambda wildcards: int(wildcards.step),
-        tolerance=config["export"]["tolerance"],
-        check_length=config["export"]["check_length"],
     log:
         f"{RESULTS}/logs/checkpoint_eval/{{run}}_step_{{step}}_export.log",
     benchmark:
         f"{RESULTS}/benchmarks/checkpoint_eval/{{run}}_step_{{step}}_export.tsv"
     threads: 2  # the converter and MaxText's forward pass run side by side
+    params:
+        step=lambda wildcards: int(wildcards.step),
+        tolerance=config["export"]["tolerance"],
+        check_length=config["export"]["check_length"],
     script:
         "../scripts/export_run.py"
 
@@ -76,7 +94,10 @@ def _checkpoint_eval_inputs(wildcards):
         "tasks": [NEXT_PASSAGE] if next_passage else [],
     }
     if bpb:
-        inputs["shards"] = [f"{RESULTS}/corpus/{shard}.parquet" for shard in shards_of(config["evaluation"]["bits_per_byte"]["shards"])]
+        inputs["shards"] = [
+            f"{RESULTS}/corpus/{shard}.parquet"
+            for shard in shards_of(config["evaluation"]["bits_per_byte"]["shards"])
+        ]
     return inputs
 
 
@@ -85,13 +106,13 @@ rule checkpoint_evaluate:
         unpack(_checkpoint_eval_inputs),
     output:
         results=f"{CHECKPOINT_EVAL}/{{run}}/step_{{step}}.json",
-    params:
-        tasks=config["evaluation"]["checkpoints"]["tasks"],
     log:
         f"{RESULTS}/logs/checkpoint_eval/{{run}}_step_{{step}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/checkpoint_eval/{{run}}_step_{{step}}.tsv"
     threads: 2
+    params:
+        tasks=config["evaluation"]["checkpoints"]["tasks"],
     script:
         "../scripts/evaluate_checkpoint.py"
 
@@ -102,15 +123,23 @@ rule checkpoint_curves:
         final=lambda wildcards: eval_files(wildcards.run),
         manifest=lambda wildcards: train_manifest(wildcards.run),
     output:
-        csv=report(f"{CHECKPOINT_EVAL}/{{run}}/curves.csv", category="3. Plots", subcategory="Checkpoints",
-                   caption="../report/checkpoint_curves.rst"),
-        plot=report(f"{CHECKPOINT_EVAL}/{{run}}/curves.svg", category="3. Plots", subcategory="Checkpoints",
-                    caption="../report/checkpoint_curves.rst"),
+        csv=report(
+            f"{CHECKPOINT_EVAL}/{{run}}/curves.csv",
+            category="3. Plots",
+            subcategory="Checkpoints",
+            caption="../report/checkpoint_curves.rst",
+        ),
+        plot=report(
+            f"{CHECKPOINT_EVAL}/{{run}}/curves.svg",
+            category="3. Plots",
+            subcategory="Checkpoints",
+            caption="../report/checkpoint_curves.rst",
+        ),
         png=f"{CHECKPOINT_EVAL}/{{run}}/curves.png",
-    params:
-        chance=REPORT_SETTINGS.chance,
     log:
         f"{RESULTS}/logs/checkpoint_eval/{{run}}_curves.log",
     localrule: True
+    params:
+        chance=REPORT_SETTINGS.chance,
     script:
         "../scripts/checkpoint_curves.py"

@@ -1,9 +1,17 @@
 # Validates the config before any job runs and defines the helpers the stage rules share.
 import sys
+from pathlib import Path
 
 from snakemake.utils import min_version
 
-from nanogerman.config import ConfigError, all_shards, shard_name, shard_set, tokenizer_entry, validate_config
+from nanogerman.config import (
+    ConfigError,
+    all_shards,
+    shard_name,
+    shard_set,
+    tokenizer_entry,
+    validate_config,
+)
 from nanogerman.preemption import planning_warnings
 
 min_version("9.0")

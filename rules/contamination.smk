@@ -27,13 +27,20 @@ def contamination_tasks():
 
 
 def contamination_results():
-    return [f"{CONTAMINATION}/tasks/{task}.json" for task in contamination_tasks()] if contamination_enabled() else []
+    return (
+        [f"{CONTAMINATION}/tasks/{task}.json" for task in contamination_tasks()]
+        if contamination_enabled()
+        else []
+    )
 
 
 def contamination_outputs():
     if not contamination_enabled():
         return []
-    return contamination_results() + [f"{CONTAMINATION}/summary.md", f"{CONTAMINATION}/summary.csv"]
+    return contamination_results() + [
+        f"{CONTAMINATION}/summary.md",
+        f"{CONTAMINATION}/summary.csv",
+    ]
 
 
 rule contamination_shard:
@@ -41,28 +48,31 @@ rule contamination_shard:
         shard=f"{RESULTS}/corpus/{{shard}}.parquet",
     output:
         ngrams=f"{CONTAMINATION}/ngrams/{{shard}}.npy",
-    params:
-        n=lambda wildcards: config["evaluation"]["contamination"]["n"],
     log:
         f"{RESULTS}/logs/contamination/{{shard}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/contamination/{{shard}}.tsv"
+    params:
+        n=lambda wildcards: config["evaluation"]["contamination"]["n"],
     script:
         "../scripts/contamination_shard.py"
 
 
 rule contamination_merge:
     input:
-        shards=lambda wildcards: [f"{CONTAMINATION}/ngrams/{shard}.npy" for shard in shards_of(config["dataset"]["train_shards"])],
+        shards=lambda wildcards: [
+            f"{CONTAMINATION}/ngrams/{shard}.npy"
+            for shard in shards_of(config["dataset"]["train_shards"])
+        ],
     output:
         ngrams=f"{CONTAMINATION}/corpus_ngrams.npy",
         info=f"{CONTAMINATION}/corpus_ngrams.json",
-    params:
-        n=lambda wildcards: config["evaluation"]["contamination"]["n"],
     log:
         f"{RESULTS}/logs/contamination/merge.log",
     benchmark:
         f"{RESULTS}/benchmarks/contamination/merge.tsv"
+    params:
+        n=lambda wildcards: config["evaluation"]["contamination"]["n"],
     script:
         "../scripts/contamination_merge.py"
 
@@ -70,19 +80,23 @@ rule contamination_merge:
 rule contamination_task:
     input:
         corpus=f"{CONTAMINATION}/corpus_ngrams.npy",
-        tasks=lambda wildcards: [NEXT_PASSAGE] if config["evaluation"]["next_passage"]["enabled"] else [],
+        tasks=lambda wildcards: (
+            [NEXT_PASSAGE] if config["evaluation"]["next_passage"]["enabled"] else []
+        ),
     output:
         result=f"{CONTAMINATION}/tasks/{{task}}.json",
-    params:
-        n=lambda wildcards: config["evaluation"]["contamination"]["n"],
-        local_data=lambda wildcards: config["evaluation"]["local_data"],
     log:
         f"{RESULTS}/logs/contamination/task_{{task}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/contamination/task_{{task}}.tsv"
     resources:
-        downloads=lambda wildcards: int(wildcards.task not in config["evaluation"]["local_data"]
-                                        and wildcards.task != _NextPassageSpec.task),
+        downloads=lambda wildcards: int(
+            wildcards.task not in config["evaluation"]["local_data"]
+            and wildcards.task != _NextPassageSpec.task
+        ),
+    params:
+        n=lambda wildcards: config["evaluation"]["contamination"]["n"],
+        local_data=lambda wildcards: config["evaluation"]["local_data"],
     script:
         "../scripts/contamination_task.py"
 

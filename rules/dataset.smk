@@ -14,7 +14,10 @@ def dataset_outputs():
 
 def dataset_split_parts(split):
     key = {"train": "train_shards", "validation": "validation_shards"}[split]
-    return [f"{RESULTS}/dataset/parts/{shard}" for shard in shards_of(config["dataset"][key])]
+    return [
+        f"{RESULTS}/dataset/parts/{shard}"
+        for shard in shards_of(config["dataset"][key])
+    ]
 
 
 rule dataset_part:
@@ -22,13 +25,13 @@ rule dataset_part:
         shard=f"{RESULTS}/corpus/{{shard}}.parquet",
     output:
         part=directory(f"{RESULTS}/dataset/parts/{{shard}}"),
-    params:
-        file_format=config["dataset"]["format"],
-        files_per_shard=config["dataset"]["files_per_shard"],
     log:
         f"{RESULTS}/logs/dataset/part_{{shard}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/dataset/part_{{shard}}.tsv"
+    params:
+        file_format=config["dataset"]["format"],
+        files_per_shard=config["dataset"]["files_per_shard"],
     script:
         "../scripts/dataset_part.py"
 
@@ -38,17 +41,19 @@ rule dataset_assemble:
         train=dataset_split_parts("train"),
         validation=dataset_split_parts("validation"),
     output:
-        folder=directory(f"{RESULTS}/dataset/tfds/{config['dataset']['name']}/{config['dataset']['version']}"),
+        folder=directory(
+            f"{RESULTS}/dataset/tfds/{config['dataset']['name']}/{config['dataset']['version']}"
+        ),
         build=f"{RESULTS}/dataset/build.json",
-    params:
-        data_dir=f"{RESULTS}/dataset/tfds",
-        name=config["dataset"]["name"],
-        version=config["dataset"]["version"],
-        file_format=config["dataset"]["format"],
     log:
         f"{RESULTS}/logs/dataset/assemble.log",
     benchmark:
         f"{RESULTS}/benchmarks/dataset/assemble.tsv"
+    params:
+        data_dir=lambda wildcards, output: str(Path(output.folder).parents[1]),  # <data_dir>/<name>/<version>
+        name=config["dataset"]["name"],
+        version=config["dataset"]["version"],
+        file_format=config["dataset"]["format"],
     script:
         "../scripts/assemble_dataset.py"
 
@@ -59,10 +64,10 @@ rule dataset_publish:
         folder=rules.dataset_assemble.output.folder,
     output:
         manifest=dataset_manifest(),
-    params:
-        publish_to=config["dataset"]["publish_to"],
     log:
         f"{RESULTS}/logs/dataset/publish.log",
     localrule: True
+    params:
+        publish_to=config["dataset"]["publish_to"],
     script:
         "../scripts/publish_dataset.py"

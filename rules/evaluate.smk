@@ -45,25 +45,34 @@ def eval_results():
 def eval_outputs():
     if not eval_models():
         return []
-    return [path for paths in eval_results().values() for path in paths] + [f"{EVAL}/summary.tsv"]
+    return [path for paths in eval_results().values() for path in paths] + [
+        f"{EVAL}/summary.tsv"
+    ]
 
 
 def _model_input(wildcards):
     """An exported run's folder; nothing for reference models (loaded from the Hub or their own folder)."""
-    return {} if wildcards.model in _reference_names(config) else {"model": export_dir(wildcards.model)}
+    return (
+        {}
+        if wildcards.model in _reference_names(config)
+        else {"model": export_dir(wildcards.model)}
+    )
 
 
 rule eval_next_passage_task:
     input:
-        shards=lambda wildcards: [f"{RESULTS}/corpus/{shard}.parquet" for shard in shards_of(config["evaluation"]["next_passage"]["shards"])],
+        shards=lambda wildcards: [
+            f"{RESULTS}/corpus/{shard}.parquet"
+            for shard in shards_of(config["evaluation"]["next_passage"]["shards"])
+        ],
     output:
         folder=directory(NEXT_PASSAGE),
-    params:
-        spec=config["evaluation"]["next_passage"],
     log:
         f"{RESULTS}/logs/eval/next_passage_task.log",
     benchmark:
         f"{RESULTS}/benchmarks/eval/next_passage_task.tsv"
+    params:
+        spec=config["evaluation"]["next_passage"],
     script:
         "../scripts/make_offline_task.py"
 
@@ -74,18 +83,21 @@ rule eval_lm_eval:
         tasks=[NEXT_PASSAGE] if config["evaluation"]["next_passage"]["enabled"] else [],
     output:
         results=f"{EVAL}/{{model}}/lm_eval.json",
-    params:
-        settings=_EvalSettings.from_config(config["evaluation"]).as_param(),  # a dict: a changed setting reruns the job
-        reference=lambda wildcards: _reference_entry(config, wildcards.model),  # its revision too
-        tasks=_configured_tasks(config["evaluation"]),
-        local_data=config["evaluation"]["local_data"],
     log:
         f"{RESULTS}/logs/eval/{{model}}_lm_eval.log",
     benchmark:
         f"{RESULTS}/benchmarks/eval/{{model}}_lm_eval.tsv"
     threads: 2
     resources:
-        downloads=lambda wildcards: int(wildcards.model in _reference_names(config) or bool(_configured_tasks(config["evaluation"]))),
+        downloads=lambda wildcards: int(
+            wildcards.model in _reference_names(config)
+            or bool(_configured_tasks(config["evaluation"]))
+        ),
+    params:
+        settings=_EvalSettings.from_config(config["evaluation"]).as_param(),  # a dict: a changed setting reruns the job
+        reference=lambda wildcards: _reference_entry(config, wildcards.model),  # its revision too
+        tasks=_configured_tasks(config["evaluation"]),
+        local_data=config["evaluation"]["local_data"],
     script:
         "../scripts/evaluate_model.py"
 
@@ -93,13 +105,12 @@ rule eval_lm_eval:
 rule eval_bits_per_byte:
     input:
         unpack(_model_input),
-        shards=lambda wildcards: [f"{RESULTS}/corpus/{shard}.parquet" for shard in shards_of(config["evaluation"]["bits_per_byte"]["shards"])],
+        shards=lambda wildcards: [
+            f"{RESULTS}/corpus/{shard}.parquet"
+            for shard in shards_of(config["evaluation"]["bits_per_byte"]["shards"])
+        ],
     output:
         results=f"{EVAL}/{{model}}/bits_per_byte.json",
-    params:
-        settings=_EvalSettings.from_config(config["evaluation"]).as_param(),  # a dict: a changed setting reruns the job
-        reference=lambda wildcards: _reference_entry(config, wildcards.model),  # its revision too
-        section=config["evaluation"]["bits_per_byte"],
     log:
         f"{RESULTS}/logs/eval/{{model}}_bits_per_byte.log",
     benchmark:
@@ -107,21 +118,27 @@ rule eval_bits_per_byte:
     threads: 2
     resources:
         downloads=lambda wildcards: int(wildcards.model in _reference_names(config)),
+    params:
+        settings=_EvalSettings.from_config(config["evaluation"]).as_param(),  # a dict: a changed setting reruns the job
+        reference=lambda wildcards: _reference_entry(config, wildcards.model),  # its revision too
+        section=config["evaluation"]["bits_per_byte"],
     script:
         "../scripts/evaluate_bits_per_byte.py"
 
 
 rule eval_summary:
     input:
-        results=lambda wildcards: [path for paths in eval_results().values() for path in paths],
+        results=lambda wildcards: [
+            path for paths in eval_results().values() for path in paths
+        ],
     output:
         table=f"{EVAL}/summary.tsv",
-    params:
-        results=lambda wildcards: eval_results(),
     log:
         f"{RESULTS}/logs/eval/summary.log",
     benchmark:
         f"{RESULTS}/benchmarks/eval/summary.tsv"
     localrule: True
+    params:
+        results=lambda wildcards: eval_results(),
     script:
         "../scripts/summarize_evaluation.py"

@@ -20,7 +20,9 @@ def publish_receipt(run):
 
 
 def export_outputs():
-    return [export_dir(run) for run in export_runs()] + [publish_receipt(run) for run in config["export"]["publish"]]
+    return [export_dir(run) for run in export_runs()] + [
+        publish_receipt(run) for run in config["export"]["publish"]
+    ]
 
 
 rule export_hf:
@@ -29,15 +31,15 @@ rule export_hf:
         tokenizer=lambda wildcards: tokenizer_dir(train_plan(wildcards.run).tokenizer),
     output:
         folder=directory(f"{RESULTS}/hf/{{run}}"),
-    params:
-        step=lambda wildcards: config["export"]["checkpoint_step"].get(wildcards.run),
-        tolerance=config["export"]["tolerance"],
-        check_length=config["export"]["check_length"],
     log:
         f"{RESULTS}/logs/export/{{run}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/export/{{run}}.tsv"
     threads: 2  # the converter and MaxText's forward pass run side by side
+    params:
+        step=lambda wildcards: config["export"]["checkpoint_step"].get(wildcards.run),
+        tolerance=config["export"]["tolerance"],
+        check_length=config["export"]["check_length"],
     script:
         "../scripts/export_run.py"
 
@@ -47,14 +49,14 @@ rule export_publish:
         folder=f"{RESULTS}/hf/{{run}}",
     output:
         receipt=f"{RESULTS}/hf/{{run}}.published.json",
-    params:
-        repo_id=lambda wildcards: config["export"]["publish"][wildcards.run],
-        private=config["export"]["private"],
     log:
         f"{RESULTS}/logs/export/{{run}}_publish.log",
     benchmark:
         f"{RESULTS}/benchmarks/export/{{run}}_publish.tsv"
     resources:
         downloads=1,
+    params:
+        repo_id=lambda wildcards: config["export"]["publish"][wildcards.run],
+        private=config["export"]["private"],
     script:
         "../scripts/publish_export.py"

@@ -8,7 +8,10 @@ import sys as _sys
 from pathlib import Path as _Path
 
 from nanogerman.config import ConfigError as _ConfigError
-from nanogerman.report import ReportSettings as _ReportSettings, tokenizer_plot_names as _tokenizer_plot_names
+from nanogerman.report import (
+    ReportSettings as _ReportSettings,
+    tokenizer_plot_names as _tokenizer_plot_names,
+)
 
 REPORT = f"{RESULTS}/report"
 
@@ -29,7 +32,11 @@ def report_runs():
 
 def report_evaluations():
     """{model name: [results files]}: lm-eval JSON (and any file in its 'results' shape) per model, from rules/evaluate.smk."""
-    return {name: list(paths) for name, paths in eval_results().items()} if "eval_results" in globals() else {}
+    return (
+        {name: list(paths) for name, paths in eval_results().items()}
+        if "eval_results" in globals()
+        else {}
+    )
 
 
 def report_tokenizer_results():
@@ -41,7 +48,11 @@ def report_tokenizer_results():
 
 def report_checkpoint_curves():
     """Each run's curves.csv of evaluated checkpoints (rules/checkpoints.smk, included after this file)."""
-    return [checkpoint_curves(run)["csv"] for run in checkpoint_eval_runs()] if "checkpoint_eval_runs" in globals() else []
+    return (
+        [checkpoint_curves(run)["csv"] for run in checkpoint_eval_runs()]
+        if "checkpoint_eval_runs" in globals()
+        else []
+    )
 
 
 def report_outputs():
@@ -55,36 +66,105 @@ def _report_plots(name, fmt):
 rule results_report:
     input:
         runs=[train_manifest(name) for name in report_runs()],
-        curves=[str(_Path(train_manifest(name)).with_name("metrics.jsonl")) for name in report_runs()],
+        curves=[
+            str(_Path(train_manifest(name)).with_name("metrics.jsonl"))
+            for name in report_runs()
+        ],
         evaluations=[path for paths in report_evaluations().values() for path in paths],
         tokenizers=report_tokenizer_results(),
-        contamination=contamination_results() if "contamination_results" in globals() else [],
+        contamination=(
+            contamination_results() if "contamination_results" in globals() else []
+        ),
         checkpoints=lambda wildcards: report_checkpoint_curves(),
     output:
-        overview_html=report(f"{REPORT}/overview.html", category="1. Overview", caption="../report/overview.rst"),
-        overview_md=report(f"{REPORT}/overview.md", category="2. Tables", subcategory="Models", caption="../report/tables.rst"),
-        overview_csv=report(f"{REPORT}/overview.csv", category="2. Tables", subcategory="Models", caption="../report/tables.rst"),
-        overview_tex=report(f"{REPORT}/overview.tex", category="2. Tables", subcategory="Models", caption="../report/tables.rst"),
-        runs_csv=report(f"{REPORT}/runs.csv", category="2. Tables", subcategory="Training runs", caption="../report/runs.rst"),
-        runs_tex=report(f"{REPORT}/runs.tex", category="2. Tables", subcategory="Training runs", caption="../report/runs.rst"),
-        tokenizers_csv=report(f"{REPORT}/tokenizers.csv", category="2. Tables", subcategory="Tokenizers",
-                              caption="../report/tokenizers.rst"),
-        tokenizers_tex=report(f"{REPORT}/tokenizers.tex", category="2. Tables", subcategory="Tokenizers",
-                              caption="../report/tokenizers.rst"),
-        provenance=report(f"{REPORT}/provenance.json", category="4. Provenance", caption="../report/provenance.rst"),
-        loss_curves=report(_report_plots("loss_curves", "svg"), category="3. Plots", subcategory="Training",
-                           caption="../report/loss_curves.rst"),
-        tasks=report(_report_plots("tasks", "svg"), category="3. Plots", subcategory="Evaluation", caption="../report/tasks.rst"),
-        tokenizer_plots=report([_report_plots(f"tokenizers/{name}", "svg") for name in _tokenizer_plot_names()],
-                               category="3. Plots", subcategory="Tokenizers", caption="../report/tokenizer_plots.rst"),
-        png=[_report_plots(name, "png") for name in ("loss_curves", "tasks", *(f"tokenizers/{key}" for key in _tokenizer_plot_names()))],
-    params:
-        settings=REPORT_SETTINGS.as_param(),  # builtins: Snakemake reruns the report when one changes
-        evaluations=report_evaluations(),
-        plots_dir=f"{REPORT}/plots",
-        project_root=workflow.basedir,
+        overview_html=report(
+            f"{REPORT}/overview.html",
+            category="1. Overview",
+            caption="../report/overview.rst",
+        ),
+        overview_md=report(
+            f"{REPORT}/overview.md",
+            category="2. Tables",
+            subcategory="Models",
+            caption="../report/tables.rst",
+        ),
+        overview_csv=report(
+            f"{REPORT}/overview.csv",
+            category="2. Tables",
+            subcategory="Models",
+            caption="../report/tables.rst",
+        ),
+        overview_tex=report(
+            f"{REPORT}/overview.tex",
+            category="2. Tables",
+            subcategory="Models",
+            caption="../report/tables.rst",
+        ),
+        runs_csv=report(
+            f"{REPORT}/runs.csv",
+            category="2. Tables",
+            subcategory="Training runs",
+            caption="../report/runs.rst",
+        ),
+        runs_tex=report(
+            f"{REPORT}/runs.tex",
+            category="2. Tables",
+            subcategory="Training runs",
+            caption="../report/runs.rst",
+        ),
+        tokenizers_csv=report(
+            f"{REPORT}/tokenizers.csv",
+            category="2. Tables",
+            subcategory="Tokenizers",
+            caption="../report/tokenizers.rst",
+        ),
+        tokenizers_tex=report(
+            f"{REPORT}/tokenizers.tex",
+            category="2. Tables",
+            subcategory="Tokenizers",
+            caption="../report/tokenizers.rst",
+        ),
+        provenance=report(
+            f"{REPORT}/provenance.json",
+            category="4. Provenance",
+            caption="../report/provenance.rst",
+        ),
+        loss_curves=report(
+            _report_plots("loss_curves", "svg"),
+            category="3. Plots",
+            subcategory="Training",
+            caption="../report/loss_curves.rst",
+        ),
+        tasks=report(
+            _report_plots("tasks", "svg"),
+            category="3. Plots",
+            subcategory="Evaluation",
+            caption="../report/tasks.rst",
+        ),
+        tokenizer_plots=report(
+            [
+                _report_plots(f"tokenizers/{name}", "svg")
+                for name in _tokenizer_plot_names()
+            ],
+            category="3. Plots",
+            subcategory="Tokenizers",
+            caption="../report/tokenizer_plots.rst",
+        ),
+        png=[
+            _report_plots(name, "png")
+            for name in (
+                "loss_curves",
+                "tasks",
+                *(f"tokenizers/{key}" for key in _tokenizer_plot_names()),
+            )
+        ],
     log:
         f"{RESULTS}/logs/report.log",
     localrule: True
+    params:
+        settings=REPORT_SETTINGS.as_param(),  # builtins: Snakemake reruns the report when one changes
+        evaluations=report_evaluations(),
+        plots_dir=lambda wildcards, output: str(_Path(output.loss_curves).parent),
+        project_root=workflow.basedir,
     script:
         "../scripts/make_report.py"

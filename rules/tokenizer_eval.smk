@@ -23,7 +23,9 @@ def tokenizer_eval_trained():
 
 def tokenizer_eval_names():
     """References first, then trained tokenizers: the order of the seed's table."""
-    return [entry["name"] for entry in tokenizer_eval_references()] + tokenizer_eval_trained()
+    return [
+        entry["name"] for entry in tokenizer_eval_references()
+    ] + tokenizer_eval_trained()
 
 
 def tokenizer_eval_source(name):
@@ -32,13 +34,17 @@ def tokenizer_eval_source(name):
             return {"kind": "reference", **entry}
     if name in tokenizer_eval_trained():
         return {"kind": "trained", "name": name, "path": tokenizer_dir(name)}
-    raise ValueError(f"{name!r} is not a tokenizer of tokenizer_eval (trained or references)")
+    raise ValueError(
+        f"{name!r} is not a tokenizer of tokenizer_eval (trained or references)"
+    )
 
 
 def tokenizer_eval_dataset_files(entry):
     """The local files the evaluation reads for a dataset entry."""
     if "shards" in entry:
-        return [f"{RESULTS}/corpus/{shard}.parquet" for shard in shards_of(entry["shards"])]
+        return [
+            f"{RESULTS}/corpus/{shard}.parquet" for shard in shards_of(entry["shards"])
+        ]
     if "hub" in entry:
         return [f"{TOKENIZER_EVAL}/datasets/{entry['name']}.parquet"]
     return [entry["path"]]
@@ -49,13 +55,27 @@ def tokenizer_eval_datasets():
     datasets = []
     for entry in config["tokenizer_eval"]["datasets"]:
         local = "path" in entry
-        datasets.append({
-            "name": entry["name"],
-            "files": tokenizer_eval_dataset_files(entry),
-            "text_field": entry["text_field"] if local else "text",
-            "samples": None if "hub" in entry else entry["samples"],
-            "source": {key: entry[key] for key in ("shards", "hub", "revision", "split", "path", "text_field", "samples") if key in entry},
-        })
+        datasets.append(
+            {
+                "name": entry["name"],
+                "files": tokenizer_eval_dataset_files(entry),
+                "text_field": entry["text_field"] if local else "text",
+                "samples": None if "hub" in entry else entry["samples"],
+                "source": {
+                    key: entry[key]
+                    for key in (
+                        "shards",
+                        "hub",
+                        "revision",
+                        "split",
+                        "path",
+                        "text_field",
+                        "samples",
+                    )
+                    if key in entry
+                },
+            }
+        )
     return datasets
 
 
@@ -67,7 +87,11 @@ def tokenizer_eval_hub_entry(name):
 
 
 def tokenizer_eval_input(wildcards):
-    inputs = {"texts": [path for dataset in tokenizer_eval_datasets() for path in dataset["files"]]}
+    inputs = {
+        "texts": [
+            path for dataset in tokenizer_eval_datasets() for path in dataset["files"]
+        ]
+    }
     if tokenizer_eval_source(wildcards.tokenizer)["kind"] == "trained":
         inputs["tokenizer"] = tokenizer_dir(wildcards.tokenizer)
     return inputs
@@ -93,15 +117,15 @@ rule tokenizer_eval_dataset:
     output:
         texts=f"{TOKENIZER_EVAL}/datasets/{{eval_dataset}}.parquet",
         manifest=f"{TOKENIZER_EVAL}/datasets/{{eval_dataset}}.json",
-    params:
-        spec=lambda wildcards: tokenizer_eval_hub_entry(wildcards.eval_dataset),
-        download=config["corpus"]["download"],
     log:
         f"{RESULTS}/logs/tokenizer_eval/dataset_{{eval_dataset}}.log",
     wildcard_constraints:
         eval_dataset=r"[a-z0-9][a-z0-9_.-]*",
     resources:
         downloads=1,
+    params:
+        spec=lambda wildcards: tokenizer_eval_hub_entry(wildcards.eval_dataset),
+        download=config["corpus"]["download"],
     script:
         "../scripts/fetch_eval_dataset.py"
 
@@ -111,15 +135,15 @@ rule tokenizer_eval:
         unpack(tokenizer_eval_input),
     output:
         result=f"{TOKENIZER_EVAL}/{{tokenizer}}.json",
-    params:
-        source=lambda wildcards: tokenizer_eval_source(wildcards.tokenizer),
-        datasets=tokenizer_eval_datasets(),
-        batch_size=config["tokenizer_eval"]["batch_size"],
     log:
         f"{RESULTS}/logs/tokenizer_eval/{{tokenizer}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/tokenizer_eval/{{tokenizer}}.tsv"
     threads: 2
+    params:
+        source=lambda wildcards: tokenizer_eval_source(wildcards.tokenizer),
+        datasets=tokenizer_eval_datasets(),
+        batch_size=config["tokenizer_eval"]["batch_size"],
     script:
         "../scripts/evaluate_tokenizer.py"
 
@@ -129,11 +153,15 @@ rule tokenizer_eval_summary:
         results=[f"{TOKENIZER_EVAL}/{name}.json" for name in tokenizer_eval_names()],
     output:
         **tokenizer_eval_summary_files(),
-        plots=[f"{TOKENIZER_EVAL_SUMMARY}/plots/{name}.{fmt}" for name in PLOT_NAMES for fmt in PLOT_FORMATS],
-    params:
-        plots_dir=f"{TOKENIZER_EVAL_SUMMARY}/plots",
+        plots=[
+            f"{TOKENIZER_EVAL_SUMMARY}/plots/{name}.{fmt}"
+            for name in PLOT_NAMES
+            for fmt in PLOT_FORMATS
+        ],
     log:
         f"{RESULTS}/logs/tokenizer_eval/summary.log",
     localrule: True
+    params:
+        plots_dir=lambda wildcards, output: str(Path(output.plots[0]).parent),
     script:
         "../scripts/summarize_tokenizer_eval.py"

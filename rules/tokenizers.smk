@@ -18,16 +18,19 @@ def tokenizer_outputs():
 rule tokenizer_train:
     input:
         shards=lambda wildcards: [
-            f"{RESULTS}/corpus/{shard}.parquet" for shard in shards_of(tokenizer_entry(config, wildcards.tokenizer)["shards"])
+            f"{RESULTS}/corpus/{shard}.parquet"
+            for shard in shards_of(
+                tokenizer_entry(config, wildcards.tokenizer)["shards"]
+            )
         ],
     output:
         folder=directory(f"{RESULTS}/tokenizers/{{tokenizer}}"),
-    params:
-        spec=lambda wildcards: tokenizer_entry(config, wildcards.tokenizer),
     log:
         f"{RESULTS}/logs/tokenizers/{{tokenizer}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/tokenizers/{{tokenizer}}.tsv"
     threads: 2
+    params:
+        spec=lambda wildcards: tokenizer_entry(config, wildcards.tokenizer),
     script:
         "../scripts/train_tokenizer.py"

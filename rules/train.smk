@@ -5,7 +5,12 @@
 # tpu runs are first compiled for their topology on this CPU (fit job). tpu jobs hold the
 # resource tpu_pod (profiles/tpu allows one at a time).
 
-from nanogerman.training import plan_run as _plan_run, plan_runs as _plan_runs, run_names as _run_names, smoke_plans as _smoke_plans
+from nanogerman.training import (
+    plan_run as _plan_run,
+    plan_runs as _plan_runs,
+    run_names as _run_names,
+    smoke_plans as _smoke_plans,
+)
 
 
 wildcard_constraints:
@@ -58,7 +63,11 @@ def _run_checks(wildcards):
 
 def _smoke_inputs(wildcards):
     plan = _smoke_plans(config)[wildcards.target]
-    fits = [fit_report(other.name) for other in _plan_runs(config) if other.target == wildcards.target and _fit_enabled(other)]
+    fits = [
+        fit_report(other.name)
+        for other in _plan_runs(config)
+        if other.target == wildcards.target and _fit_enabled(other)
+    ]
     return {"model": plan.model_path, "fits": fits}
 
 
@@ -82,8 +91,6 @@ rule train_smoke:
         unpack(_smoke_inputs),
     output:
         report=f"{RESULTS}/train/smoke/{{target}}.json",
-    params:
-        results_dir=RESULTS,
     log:
         f"{RESULTS}/logs/train/smoke_{{target}}.log",
     benchmark:
@@ -91,6 +98,8 @@ rule train_smoke:
     threads: config["training"]["local"]["threads"]
     resources:
         tpu_pod=TPU_POD,
+    params:
+        results_dir=lambda wildcards, output: str(Path(output.report).parents[2]),
     script:
         "../scripts/train_smoke.py"
 
@@ -104,10 +113,6 @@ rule train_run:
     output:
         manifest=f"{RESULTS}/train/{{run}}/train.json",
         metrics=f"{RESULTS}/train/{{run}}/metrics.jsonl",
-    params:
-        results_dir=RESULTS,
-        # the resolved run (settings, batch geometry, backend): a change reruns the job
-        plan=lambda wildcards: repr(train_plan(wildcards.run)),
     log:
         f"{RESULTS}/logs/train/{{run}}.log",
     benchmark:
@@ -115,5 +120,9 @@ rule train_run:
     threads: config["training"]["local"]["threads"]  # a tpu job uses them only to stream the workers' output
     resources:
         tpu_pod=TPU_POD,
+    params:
+        results_dir=lambda wildcards, output: str(Path(output.manifest).parents[2]),
+        # the resolved run (settings, batch geometry, backend): a change reruns the job
+        plan=lambda wildcards: repr(train_plan(wildcards.run)),
     script:
         "../scripts/train_run.py"

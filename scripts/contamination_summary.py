@@ -5,7 +5,9 @@ from nanogerman.stage import run_stage
 
 
 def main(snakemake):
-    write_contamination_summary(contamination_rows(list(snakemake.input.results)), snakemake.output.markdown, snakemake.output.csv)
+    write_contamination_summary(
+        contamination_rows(list(snakemake.input.results)), snakemake.output.markdown, snakemake.output.csv
+    )
 
 
 run_stage(snakemake, lambda: main(snakemake))  # noqa: F821 (injected by Snakemake)

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from nanogerman.evaluation import evaluate_bits_per_byte, EvalSettings, hub_offline_if_local, model_spec_of, quiet_job
+from nanogerman.evaluation import EvalSettings, evaluate_bits_per_byte, hub_offline_if_local, model_spec_of, quiet_job
 from nanogerman.stage import run_stage
 from nanogerman.tokenizer_training import iter_texts
 
@@ -21,8 +21,11 @@ def main(snakemake):
         texts,
         snakemake.output.results,
         max_length=section["max_length"],
-        source={"shard_set": section["shards"], "shards": [Path(path).name for path in snakemake.input.shards],
-                "max_documents": section["max_documents"]},
+        source={
+            "shard_set": section["shards"],
+            "shards": [Path(path).name for path in snakemake.input.shards],
+            "max_documents": section["max_documents"],
+        },
     )
 
 

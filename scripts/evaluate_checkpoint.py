@@ -9,8 +9,14 @@ from nanogerman.tokenizer_training import iter_texts
 def main(snakemake):
     quiet_job()
     config = snakemake.config
-    hub_offline_if_local(ModelSpec(snakemake.wildcards.run, snakemake.input.model), hub_data=any(
-        task not in config["evaluation"]["local_data"] for task in snakemake.params.tasks if task in config["evaluation"]["tasks"]))
+    hub_offline_if_local(
+        ModelSpec(snakemake.wildcards.run, snakemake.input.model),
+        hub_data=any(
+            task not in config["evaluation"]["local_data"]
+            for task in snakemake.params.tasks
+            if task in config["evaluation"]["tasks"]
+        ),
+    )
     texts = list(iter_texts(list(snakemake.input.get("shards", []))))
     limit = config["evaluation"]["bits_per_byte"]["max_documents"]
     evaluate_checkpoint(

@@ -1,6 +1,6 @@
 """Snakemake script for rule eval_lm_eval: lm-eval on one model (generated tasks, configured tasks, local overrides)."""
 
-from nanogerman.evaluation import evaluate_lm_eval, EvalSettings, hub_offline_if_local, model_spec_of, quiet_job
+from nanogerman.evaluation import EvalSettings, evaluate_lm_eval, hub_offline_if_local, model_spec_of, quiet_job
 from nanogerman.stage import run_stage
 
 

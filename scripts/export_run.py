@@ -2,8 +2,8 @@
 
 from nanogerman.evaluation import quiet_job
 from nanogerman.export import export_run
-from nanogerman.stage import run_stage
 from nanogerman.job import terminate_on_sigterm
+from nanogerman.stage import run_stage
 
 
 def main(snakemake):

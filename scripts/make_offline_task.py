@@ -17,9 +17,17 @@ def main(snakemake):
             sources.append(f"{Path(shard).stem}:{row}")
     if section["max_documents"] is not None:
         documents, sources = documents[: section["max_documents"]], sources[: section["max_documents"]]
-    write_next_passage_task(documents, NextPassageSpec.from_config(section), snakemake.output.folder, sources=sources,
-                            provenance={"shards": [Path(shard).name for shard in shards], "shard_set": section["shards"],
-                                        "max_documents": section["max_documents"]})
+    write_next_passage_task(
+        documents,
+        NextPassageSpec.from_config(section),
+        snakemake.output.folder,
+        sources=sources,
+        provenance={
+            "shards": [Path(shard).name for shard in shards],
+            "shard_set": section["shards"],
+            "max_documents": section["max_documents"],
+        },
+    )
 
 
 run_stage(snakemake, lambda: main(snakemake))  # noqa: F821 (injected by Snakemake)

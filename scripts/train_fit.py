@@ -1,7 +1,7 @@
 """Snakemake script for rule train_fit: compile a tpu run for its topology here and check it fits in HBM."""
 
-from nanogerman.stage import run_stage
 from nanogerman.job import terminate_on_sigterm
+from nanogerman.stage import run_stage
 from nanogerman.training import fit_check, plan_run
 
 

@@ -2,9 +2,9 @@
 
 import logging
 
+from nanogerman.job import terminate_on_sigterm
 from nanogerman.preemption import job_warnings
 from nanogerman.stage import run_stage
-from nanogerman.job import terminate_on_sigterm
 from nanogerman.training import plan_run, train_run
 
 

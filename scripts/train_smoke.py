@@ -1,7 +1,7 @@
 """Snakemake script for rule train_smoke: the target's model shape on synthetic data for a few steps."""
 
-from nanogerman.stage import run_stage
 from nanogerman.job import terminate_on_sigterm
+from nanogerman.stage import run_stage
 from nanogerman.training import smoke_plans, smoke_run
 
 

@@ -10,12 +10,12 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 # TensorFlow 2.21 followed by torch._dynamo (which transformers loads with its PyTorch models)
 # in one process crashes with a segmentation fault; the other order works. The workflow never
 # loads both in one process (each rule is its own process), but this test process does.
 import torch._dynamo  # noqa: E402,F401  (before any test imports TensorFlow)
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = REPO / "resources" / "german_sample"
@@ -50,21 +50,25 @@ def default_config() -> dict:
 
 def set_key(path: list, value):
     """A config change for the malformed-config tables: set the value at ``path`` (keys and list indices)."""
+
     def change(config):
         target = config
         for part in path[:-1]:
             target = target[part]
         target[path[-1]] = value
+
     return change
 
 
 def delete_key(path: list):
     """A config change for the malformed-config tables: delete the key at ``path``."""
+
     def change(config):
         target = config
         for part in path[:-1]:
             target = target[part]
         del target[path[-1]]
+
     return change
 
 
@@ -105,8 +109,9 @@ def snakemake_at_root(root: Path, *args: str, env: dict | None = None, timeout: 
     """
     full_env = {**os.environ, **(env or {})}
     full_env["PATH"] = f"{VENV_BIN}{os.pathsep}{full_env.get('PATH', '')}"
-    return subprocess.run([str(VENV_BIN / "snakemake"), *args], cwd=root, capture_output=True, text=True, env=full_env,
-                          timeout=timeout)
+    return subprocess.run(
+        [str(VENV_BIN / "snakemake"), *args], cwd=root, capture_output=True, text=True, env=full_env, timeout=timeout
+    )
 
 
 def copy_workflow(destination: Path) -> Path:

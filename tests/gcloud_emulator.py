@@ -109,8 +109,15 @@ def queued_resources(verb: str, name: str) -> int:
             shutil.rmtree(home, ignore_errors=True)
             home.mkdir(parents=True)  # a new slice: empty disks
         config = settings()
-        _save(path, {"state": "ACCEPTED", "pending": list(config.get("provisioning", [])), "final": config.get("final", "ACTIVE"),
-                     "failed": config.get("failed", "")})
+        _save(
+            path,
+            {
+                "state": "ACCEPTED",
+                "pending": list(config.get("provisioning", [])),
+                "final": config.get("final", "ACTIVE"),
+                "failed": config.get("failed", ""),
+            },
+        )
         print(f"Create request issued for: [{name}]")
         return 0
     if not path.exists():
@@ -219,9 +226,14 @@ def install(bin_dir: Path, state_dir: Path, workers_root: Path, **options) -> Pa
     bin_dir.mkdir(parents=True, exist_ok=True)
     (state_dir / "shim").mkdir(parents=True, exist_ok=True)
     _save(state_dir / "settings.json", {"workers_root": str(workers_root), **options})
-    for path, text in ((bin_dir / "gcloud", f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(Path(__file__).parent)!r})\n"
-                                            "import gcloud_emulator\nsys.exit(gcloud_emulator.main(sys.argv[1:]))\n"),
-                       (state_dir / "shim" / "python3", SHIM)):
+    for path, text in (
+        (
+            bin_dir / "gcloud",
+            f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+            "import gcloud_emulator\nsys.exit(gcloud_emulator.main(sys.argv[1:]))\n",
+        ),
+        (state_dir / "shim" / "python3", SHIM),
+    ):
         path.write_text(text, encoding="utf-8")
         path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return bin_dir / "gcloud"

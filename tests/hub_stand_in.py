@@ -47,7 +47,7 @@ class HubStandIn:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def __enter__(self) -> "HubStandIn":
+    def __enter__(self) -> HubStandIn:
         self._thread.start()
         return self
 

@@ -1,7 +1,7 @@
 """Outputs appear whole or not at all."""
 
-import os
 import json
+import os
 
 import pytest
 

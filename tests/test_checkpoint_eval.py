@@ -13,8 +13,8 @@ import subprocess
 
 import pytest
 import yaml
-
 from conftest import REPO, VENV_BIN, default_config
+
 from nanogerman.checkpoint_eval import curve_flags, intermediate_steps, intermediate_tasks, result_rows, saved_steps, tokens_seen
 from nanogerman.config import ConfigError, validate_config
 
@@ -40,15 +40,26 @@ def test_steps_every_and_explicit_lists():
     assert intermediate_steps(config_with(), "tiny_neox") == []  # final only
 
 
-@pytest.mark.parametrize("checkpoints, expected", [
-    ({"steps": [120]}, "config error: evaluation.checkpoints.steps has 120, a step run tiny_nanochat never saves; "
-                       "its checkpoints: 0, 150, 299"),
-    ({"every": 200}, "config error: evaluation.checkpoints.every is 200, not a multiple of run tiny_nanochat's "
-                     "checkpoint_period 150; use 150"),
-    ({"every": 400}, "use 450"),
-    ({"every": 150, "tasks": ["arc_de"]}, "evaluation.checkpoints.tasks[0] is 'arc_de'; expected one of the evaluation's tasks "
-                                          "(heldout_bpb, next_passage_de)"),
-])
+@pytest.mark.parametrize(
+    "checkpoints, expected",
+    [
+        (
+            {"steps": [120]},
+            "config error: evaluation.checkpoints.steps has 120, a step run tiny_nanochat never saves; "
+            "its checkpoints: 0, 150, 299",
+        ),
+        (
+            {"every": 200},
+            "config error: evaluation.checkpoints.every is 200, not a multiple of run tiny_nanochat's "
+            "checkpoint_period 150; use 150",
+        ),
+        ({"every": 400}, "use 450"),
+        (
+            {"every": 150, "tasks": ["arc_de"]},
+            "evaluation.checkpoints.tasks[0] is 'arc_de'; expected one of the evaluation's tasks (heldout_bpb, next_passage_de)",
+        ),
+    ],
+)
 def test_bad_checkpoint_choices_are_one_line(checkpoints, expected):
     config = config_with(**checkpoints)
     with pytest.raises(ConfigError) as error:
@@ -60,17 +71,34 @@ def test_bad_checkpoint_choices_are_one_line(checkpoints, expected):
 def test_rows_carry_tokens_seen_and_the_reference_lines():
     records = [{"step": step, "learning/loss": 8.0 - step, "learning/total_weights": 100.0 + step} for step in range(4)]
     assert tokens_seen(records, 0) == 100 and tokens_seen(records, 2) == 303
-    bpb = {"results": {"heldout_bpb": {"bits_per_byte,none": 3.9, "bits_per_byte_stderr,none": "N/A", "uniform_bits_per_byte": 3.7}},
-           "nanogerman": {"step": 0, "tokens_seen": 100}}
+    bpb = {
+        "results": {"heldout_bpb": {"bits_per_byte,none": 3.9, "bits_per_byte_stderr,none": "N/A", "uniform_bits_per_byte": 3.7}},
+        "nanogerman": {"step": 0, "tokens_seen": 100},
+    }
     first = result_rows("r", 0, 100, bpb, "a.json", {"next_passage_de": 0.25})
-    assert first == [{"run": "r", "step": 0, "tokens_seen": 100, "task": "heldout_bpb", "metric": "bits_per_byte", "value": 3.9,
-                      "stderr": None, "reference": 3.7, "reference_kind": "uniform", "source": "a.json"}]
-    later = result_rows("r", 3, 406, {"results": {"heldout_bpb": {"bits_per_byte,none": 3.95, "uniform_bits_per_byte": 3.7}}}, "b", {})
+    assert first == [
+        {
+            "run": "r",
+            "step": 0,
+            "tokens_seen": 100,
+            "task": "heldout_bpb",
+            "metric": "bits_per_byte",
+            "value": 3.9,
+            "stderr": None,
+            "reference": 3.7,
+            "reference_kind": "uniform",
+            "source": "a.json",
+        }
+    ]
+    later = result_rows(
+        "r", 3, 406, {"results": {"heldout_bpb": {"bits_per_byte,none": 3.95, "uniform_bits_per_byte": 3.7}}}, "b", {}
+    )
     assert curve_flags(first + later) == ["no improvement in held-out bits per byte (3.900 → 3.950)"]
     better = result_rows("r", 3, 406, {"results": {"heldout_bpb": {"bits_per_byte,none": 3.0}}}, "b", {})
     assert curve_flags(first + better) == []
-    task = result_rows("r", 0, 1, {"results": {"next_passage_de": {"acc,none": 0.3, "acc_stderr,none": 0.02}}}, "c",
-                       {"next_passage_de": 0.25})
+    task = result_rows(
+        "r", 0, 1, {"results": {"next_passage_de": {"acc,none": 0.3, "acc_stderr,none": 0.02}}}, "c", {"next_passage_de": 0.25}
+    )
     assert task[0]["reference"] == 0.25 and task[0]["reference_kind"] == "chance" and task[0]["stderr"] == 0.02
 
 
@@ -139,10 +167,23 @@ def test_a_run_trained_further_evaluates_only_its_new_checkpoint(tmp_path):
         (results / path).parent.mkdir(parents=True, exist_ok=True)
         (results / path).write_text("{}")
     # the run trained to 300 steps through its (stand-in) rule, its checkpoints 0 and 150 evaluated
-    command = [str(VENV_BIN / "snakemake"), "-s", str(tmp_path / "Snakefile"), "--directory", str(tmp_path), "--cores", "1",
-               "results/train/tiny_neox/train.json"]
-    trained = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                             env={**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"})
+    command = [
+        str(VENV_BIN / "snakemake"),
+        "-s",
+        str(tmp_path / "Snakefile"),
+        "--directory",
+        str(tmp_path),
+        "--cores",
+        "1",
+        "results/train/tiny_neox/train.json",
+    ]
+    trained = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"},
+    )
     assert trained.returncode == 0, trained.stderr[-3000:]
     for step in (0, 150):
         (results / "checkpoint_eval" / "tiny_neox" / f"step_{step}.json").parent.mkdir(parents=True, exist_ok=True)

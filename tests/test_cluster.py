@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, copy_workflow, snakemake_at_root
 
 SUBMIT = REPO / "profiles" / "cluster-generic" / "submit.py"
@@ -35,8 +34,9 @@ def test_submit_runs_the_job_detached_in_a_scrubbed_environment_elsewhere(tmp_pa
     )
     jobscript.write_text(f"#!/bin/bash\n{sys.executable} {probe} {report}\n", encoding="utf-8")
     env = {**os.environ, "NANOGERMAN_CONTROLLER_ONLY": "1", "PYTHONPATH": "/nowhere"}
-    result = subprocess.run([sys.executable, str(SUBMIT), str(jobscript)], cwd=workflow, env=env, capture_output=True, text=True,
-                            check=True)
+    result = subprocess.run(
+        [sys.executable, str(SUBMIT), str(jobscript)], cwd=workflow, env=env, capture_output=True, text=True, check=True
+    )
     pid, scratch = result.stdout.strip().split(":", 1)
     deadline = time.monotonic() + 30
     while not report.exists() and time.monotonic() < deadline:

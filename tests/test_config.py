@@ -5,9 +5,9 @@ from __future__ import annotations
 import copy
 
 import pytest
-
 from conftest import default_config, delete_key, set_key
-from nanogerman.config import ConfigError, parse_shards, shard_set, validate_config, all_shards
+
+from nanogerman.config import ConfigError, all_shards, parse_shards, shard_set, validate_config
 
 
 def with_change(change):
@@ -18,42 +18,94 @@ def with_change(change):
 
 MALFORMED = [
     ("unknown top-level key", lambda c: c.update(copus={}), ["unknown key copus", "did you mean corpus?"]),
-    ("missing section", lambda c: (c.clear(), c.update(results_dir="out")), ["missing key corpus", "expected where the parquet shards come from"]),
+    (
+        "missing section",
+        lambda c: (c.clear(), c.update(results_dir="out")),
+        ["missing key corpus", "expected where the parquet shards come from"],
+    ),
     ("bad source", set_key(["corpus", "source"], "ftp"), ["corpus.source is 'ftp'", "expected one of 'local', 'hub', 'gcs'"]),
     ("missing location", delete_key(["corpus", "location"]), ["missing key corpus.location", "expected a folder path"]),
     ("misspelled key", set_key(["corpus", "revison"], "main"), ["unknown key corpus.revison", "did you mean revision?"]),
-    ("hub repo id", lambda c: c["corpus"].update(source="hub", location="just-a-name"),
-     ["corpus.location is 'just-a-name'", "repo id like 'stefan-it/nanochat-german-data'"]),
-    ("gcs uri", lambda c: c["corpus"].update(source="gcs", location="bucket/prefix"),
-     ["corpus.location is 'bucket/prefix'", "gs://bucket/prefix"]),
+    (
+        "hub repo id",
+        lambda c: c["corpus"].update(source="hub", location="just-a-name"),
+        ["corpus.location is 'just-a-name'", "repo id like 'stefan-it/nanochat-german-data'"],
+    ),
+    (
+        "gcs uri",
+        lambda c: c["corpus"].update(source="gcs", location="bucket/prefix"),
+        ["corpus.location is 'bucket/prefix'", "gs://bucket/prefix"],
+    ),
     ("shard spec text", set_key(["corpus", "shard_sets", "train"], "0..3"), ["corpus.shard_sets.train is '0..3'", "'0-239'"]),
-    ("negative shard", set_key(["corpus", "shard_sets", "train"], [-1]), ["corpus.shard_sets.train[0] is -1", "less than the minimum of 0"]),
-    ("reversed range", set_key(["corpus", "shard_sets", "train"], "5-2"), ["corpus.shard_sets.train", "'5-2'", "end is before its start"]),
+    (
+        "negative shard",
+        set_key(["corpus", "shard_sets", "train"], [-1]),
+        ["corpus.shard_sets.train[0] is -1", "less than the minimum of 0"],
+    ),
+    (
+        "reversed range",
+        set_key(["corpus", "shard_sets", "train"], "5-2"),
+        ["corpus.shard_sets.train", "'5-2'", "end is before its start"],
+    ),
     ("no shard sets", set_key(["corpus", "shard_sets"], {}), ["corpus.shard_sets is {}"]),
     ("shard set name", set_key(["corpus", "shard_sets", "Train"], 1), ["corpus.shard_sets", "'Train'", "lowercase"]),
     ("negative retries", set_key(["corpus", "download"], {"retries": -1}), ["corpus.download.retries is -1", "integer >= 0"]),
-    ("pattern without index", set_key(["corpus", "file_pattern"], "shard.parquet"), ["corpus.file_pattern is 'shard.parquet'", "{index}"]),
+    (
+        "pattern without index",
+        set_key(["corpus", "file_pattern"], "shard.parquet"),
+        ["corpus.file_pattern is 'shard.parquet'", "{index}"],
+    ),
     ("wrong type", set_key(["results_dir"], 5), ["results_dir is 5 (int); expected string"]),
-    ("eval dataset with two sources", set_key(["tokenizer_eval"], {"datasets": [{"name": "v", "shards": "validation", "path": "x.txt"}]}),
-     ["tokenizer_eval.datasets[0] is", "exactly one source"]),
-    ("eval dataset without source", set_key(["tokenizer_eval"], {"datasets": [{"name": "v"}]}),
-     ["tokenizer_eval.datasets[0] is {'name': 'v'}", "exactly one source"]),
-    ("eval hub id", set_key(["tokenizer_eval"], {"datasets": [{"name": "v", "hub": "germeval14"}]}),
-     ["tokenizer_eval.datasets[0].hub is 'germeval14'", "repo id like 'german-tokenizer-benchmark/germeval14'"]),
-    ("eval file type", set_key(["tokenizer_eval"], {"datasets": [{"name": "v", "path": "texts.csv"}]}),
-     ["tokenizer_eval.datasets[0].path is 'texts.csv'", ".parquet", ".jsonl", ".txt"]),
-    ("eval samples", set_key(["tokenizer_eval"], {"datasets": [{"name": "v", "path": "t.txt", "samples": 0}]}),
-     ["tokenizer_eval.datasets[0].samples is 0", "integer >= 1"]),
-    ("eval misspelled key", set_key(["tokenizer_eval"], {"datasets": [{"name": "v", "path": "t.jsonl", "text_feld": "body"}]}),
-     ["unknown key tokenizer_eval.datasets[0].text_feld", "did you mean text_field?"]),
-    ("eval trained", set_key(["tokenizer_eval"], {"trained": "all"}),
-     ["tokenizer_eval.trained is 'all' (str); expected boolean or array"]),
-    ("eval reference without path", set_key(["tokenizer_eval"], {"references": [{"name": "gpt2"}]}),
-     ["missing key tokenizer_eval.references[0].path", "Hub model repo id"]),
-    ("eval trust_remote_code", set_key(["tokenizer_eval"], {"references": [{"name": "r", "path": "a/b", "trust_remote_code": "yes"}]}),
-     ["tokenizer_eval.references[0].trust_remote_code is 'yes' (str); expected boolean"]),
-    ("eval reference name", set_key(["tokenizer_eval"], {"references": [{"name": "LLäMmlein", "path": "a/b"}]}),
-     ["tokenizer_eval.references[0].name is 'LLäMmlein'", "lowercase letters"]),
+    (
+        "eval dataset with two sources",
+        set_key(["tokenizer_eval"], {"datasets": [{"name": "v", "shards": "validation", "path": "x.txt"}]}),
+        ["tokenizer_eval.datasets[0] is", "exactly one source"],
+    ),
+    (
+        "eval dataset without source",
+        set_key(["tokenizer_eval"], {"datasets": [{"name": "v"}]}),
+        ["tokenizer_eval.datasets[0] is {'name': 'v'}", "exactly one source"],
+    ),
+    (
+        "eval hub id",
+        set_key(["tokenizer_eval"], {"datasets": [{"name": "v", "hub": "germeval14"}]}),
+        ["tokenizer_eval.datasets[0].hub is 'germeval14'", "repo id like 'german-tokenizer-benchmark/germeval14'"],
+    ),
+    (
+        "eval file type",
+        set_key(["tokenizer_eval"], {"datasets": [{"name": "v", "path": "texts.csv"}]}),
+        ["tokenizer_eval.datasets[0].path is 'texts.csv'", ".parquet", ".jsonl", ".txt"],
+    ),
+    (
+        "eval samples",
+        set_key(["tokenizer_eval"], {"datasets": [{"name": "v", "path": "t.txt", "samples": 0}]}),
+        ["tokenizer_eval.datasets[0].samples is 0", "integer >= 1"],
+    ),
+    (
+        "eval misspelled key",
+        set_key(["tokenizer_eval"], {"datasets": [{"name": "v", "path": "t.jsonl", "text_feld": "body"}]}),
+        ["unknown key tokenizer_eval.datasets[0].text_feld", "did you mean text_field?"],
+    ),
+    (
+        "eval trained",
+        set_key(["tokenizer_eval"], {"trained": "all"}),
+        ["tokenizer_eval.trained is 'all' (str); expected boolean or array"],
+    ),
+    (
+        "eval reference without path",
+        set_key(["tokenizer_eval"], {"references": [{"name": "gpt2"}]}),
+        ["missing key tokenizer_eval.references[0].path", "Hub model repo id"],
+    ),
+    (
+        "eval trust_remote_code",
+        set_key(["tokenizer_eval"], {"references": [{"name": "r", "path": "a/b", "trust_remote_code": "yes"}]}),
+        ["tokenizer_eval.references[0].trust_remote_code is 'yes' (str); expected boolean"],
+    ),
+    (
+        "eval reference name",
+        set_key(["tokenizer_eval"], {"references": [{"name": "LLäMmlein", "path": "a/b"}]}),
+        ["tokenizer_eval.references[0].name is 'LLäMmlein'", "lowercase letters"],
+    ),
     ("eval batch size", set_key(["tokenizer_eval"], {"batch_size": 0}), ["tokenizer_eval.batch_size is 0", "integer >= 1"]),
 ]
 

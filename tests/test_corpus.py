@@ -10,11 +10,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-
 from hub_stand_in import HubStandIn
+
 from nanogerman.corpus import ShardError, ShardSource, check_shard, fetch_shard
-from nanogerman.provenance import file_sha256 as sha256_of
 from nanogerman.hub import retry_transient
+from nanogerman.provenance import file_sha256 as sha256_of
 
 
 def write_parquet(path: Path, table: pa.Table) -> Path:
@@ -63,11 +63,19 @@ BAD_SHARDS = [
     ("truncated", _truncated, "not a readable parquet file"),
     ("wrong column", lambda p: write_parquet(p, pa.table({"body": ["Hallo"]})), "no 'text' column (columns: body)"),
     ("integer texts", lambda p: write_parquet(p, pa.table({"text": [1, 2]})), "column 'text' has type int64; expected string"),
-    ("null texts", lambda p: write_parquet(p, texts_table(["a", None, "b", None])), "2 null text(s) in column 'text' (first at row 1)"),
+    (
+        "null texts",
+        lambda p: write_parquet(p, texts_table(["a", None, "b", None])),
+        "2 null text(s) in column 'text' (first at row 1)",
+    ),
     ("no rows", lambda p: write_parquet(p, texts_table([])), "the shard has no rows"),
     ("invalid utf-8", lambda p: write_parquet(p, _invalid_utf8_table()), "invalid UTF-8 in column 'text'"),
     ("all texts empty", lambda p: write_parquet(p, texts_table([""] * 16)), "all 16 texts are empty or whitespace"),
-    ("all texts whitespace", lambda p: write_parquet(p, texts_table(["", " ", "\n\t ", "\u3000"])), "all 4 texts are empty or whitespace"),
+    (
+        "all texts whitespace",
+        lambda p: write_parquet(p, texts_table(["", " ", "\n\t ", "\u3000"])),
+        "all 4 texts are empty or whitespace",
+    ),
 ]
 
 
@@ -89,14 +97,17 @@ def test_a_shard_with_many_blank_texts_warns_naming_it(tmp_path, caplog):
     source_dir = tmp_path / "source"
     write_parquet(source_dir / "shard_00003.parquet", texts_table(["Ein Satz."] * 97 + ["", "  ", "\n"]))
     out = tmp_path / "results" / "corpus"
-    manifest = fetch_shard(ShardSource("local", str(source_dir)), 3, out / "shard_00003.parquet", out / "shard_00003.json",
-                           max_empty_share=0.01)
+    manifest = fetch_shard(
+        ShardSource("local", str(source_dir)), 3, out / "shard_00003.parquet", out / "shard_00003.json", max_empty_share=0.01
+    )
     assert manifest["blank_texts"] == 3 and manifest["empty_texts"] == 1 and manifest["rows"] == 100
     warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
     assert len(warnings) == 1 and warnings[0].startswith("shard_00003 (")
     assert "3 of 100 texts (3.0%) are empty or whitespace, more than corpus.max_empty_share (1.0%)" in warnings[0]
     caplog.clear()
-    fetch_shard(ShardSource("local", str(source_dir)), 3, out / "shard_00003.parquet", out / "shard_00003.json", max_empty_share=0.05)
+    fetch_shard(
+        ShardSource("local", str(source_dir)), 3, out / "shard_00003.parquet", out / "shard_00003.json", max_empty_share=0.05
+    )
     assert not [record for record in caplog.records if record.levelname == "WARNING"]
 
 
@@ -173,13 +184,20 @@ def test_retry_transient_backs_off_then_succeeds():
 def test_retry_transient_gives_up_and_never_retries_permanent_errors():
     waits = []
     with pytest.raises(ConnectionError):
-        retry_transient(lambda: (_ for _ in ()).throw(ConnectionError("down")), retries=2, backoff_seconds=1,
-                        label="x", sleep=waits.append)
+        retry_transient(
+            lambda: (_ for _ in ()).throw(ConnectionError("down")), retries=2, backoff_seconds=1, label="x", sleep=waits.append
+        )
     assert waits == [1, 2]
     waits.clear()
     with pytest.raises(KeyError):
-        retry_transient(lambda: (_ for _ in ()).throw(KeyError("gone")), retries=2, backoff_seconds=1, label="x",
-                        permanent=(KeyError,), sleep=waits.append)
+        retry_transient(
+            lambda: (_ for _ in ()).throw(KeyError("gone")),
+            retries=2,
+            backoff_seconds=1,
+            label="x",
+            permanent=(KeyError,),
+            sleep=waits.append,
+        )
     assert waits == []
 
 
@@ -213,7 +231,10 @@ def test_hub_download_records_the_commit(tmp_path, hub, sample_dir):
     assert (out / "shard_00001.parquet").read_bytes() == (sample_dir / "shard_00001.parquet").read_bytes()
     commit = hub.commit_of(tmp_path / "hub" / "datasets" / "someone" / "german-data")
     assert manifest["source"] == {
-        "kind": "hub", "uri": "hf://datasets/someone/german-data@main/shard_00001.parquet", "revision": "main", "commit": commit,
+        "kind": "hub",
+        "uri": "hf://datasets/someone/german-data@main/shard_00001.parquet",
+        "revision": "main",
+        "commit": commit,
     }
     pinned = fetch_shard(hub_source(revision=commit), 0, out / "shard_00000.parquet", out / "shard_00000.json")
     assert pinned["source"]["commit"] == commit
@@ -323,8 +344,9 @@ def test_workflow_corpus_stage_and_bad_shard(tmp_path, base_config, snakemake_ru
     broken = tmp_path / "broken-source"
     shutil.copytree(sample_dir, broken, ignore=shutil.ignore_patterns("docs"))
     write_parquet(broken / "shard_00002.parquet", pa.table({"body": ["Hallo"]}))
-    result = snakemake_run(tmp_path / "bad", corpus_only(base_config, str(broken), {"train": "0-3", "validation": 4}),
-                           "results/corpus/corpus.json")
+    result = snakemake_run(
+        tmp_path / "bad", corpus_only(base_config, str(broken), {"train": "0-3", "validation": 4}), "results/corpus/corpus.json"
+    )
     assert result.returncode != 0
     assert "shard_00002.parquet: no 'text' column (columns: body)" in result.stderr
     assert "Traceback" not in result.stderr

@@ -6,21 +6,39 @@ import json
 import math
 
 from nanogerman.curves import (
-    EVAL_LOSS, LogRecorder, eval_curve, eval_summary, merge_metrics, no_improvement, overfitting_step, parse_eval_line,
-    parse_train_line, worse_than_uniform,
+    EVAL_LOSS,
+    LogRecorder,
+    eval_curve,
+    eval_summary,
+    merge_metrics,
+    no_improvement,
+    overfitting_step,
+    parse_eval_line,
+    parse_train_line,
+    worse_than_uniform,
 )
 
 # MaxText 0.2.5's own lines (metric_logger.py), as they reach the job's log
-TRAIN_LINE = ("completed step: 25, seconds: 0.108, TFLOP/s/device: 0.014, Tokens/s/device: 9513.634, total_weights: 1016, "
-              "loss: 7.057, lm_loss: 7.057, perplexity: 1160.000")
-EVAL_LINE = ("I1130 10:24:01.728832 140030180600704 metric_logger.py:302] Completed eval after train step 75, loss=6.397, "
-             "perplexity=600.097, total_weights=9951.0, avg_z_loss=0.000")
-RUNNING_LINE = "Completed eval step: 0, seconds: 90.983, running loss=6.232, running perplexity=508.771, running total_weights=1016.0"
+TRAIN_LINE = (
+    "completed step: 25, seconds: 0.108, TFLOP/s/device: 0.014, Tokens/s/device: 9513.634, total_weights: 1016, "
+    "loss: 7.057, lm_loss: 7.057, perplexity: 1160.000"
+)
+EVAL_LINE = (
+    "I1130 10:24:01.728832 140030180600704 metric_logger.py:302] Completed eval after train step 75, loss=6.397, "
+    "perplexity=600.097, total_weights=9951.0, avg_z_loss=0.000"
+)
+RUNNING_LINE = (
+    "Completed eval step: 0, seconds: 90.983, running loss=6.232, running perplexity=508.771, running total_weights=1016.0"
+)
 
 
 def test_log_lines_parse():
-    assert parse_eval_line(EVAL_LINE) == {"step": 75, EVAL_LOSS: 6.397, "eval/total_weights": 9951.0,
-                                          "eval/total_loss": 6.397 * 9951.0}
+    assert parse_eval_line(EVAL_LINE) == {
+        "step": 75,
+        EVAL_LOSS: 6.397,
+        "eval/total_weights": 9951.0,
+        "eval/total_loss": 6.397 * 9951.0,
+    }
     assert parse_eval_line(RUNNING_LINE) is None and parse_eval_line(TRAIN_LINE) is None
     record = parse_train_line(TRAIN_LINE)
     assert record["step"] == 25 and record["learning/loss"] == 7.057 and record["learning/total_weights"] == 1016.0
@@ -38,11 +56,17 @@ def test_recorder_restarts_at_step_zero_and_appends_on_resume(tmp_path):
 
 
 def test_merge_puts_the_eval_loss_next_to_the_training_loss():
-    log = [{"step": 0, "learning/loss": 8.1}, {"step": 1, "learning/loss": 7.9},
-           {"step": 1, EVAL_LOSS: 7.95, "eval/total_weights": 100.0, "eval/total_loss": 795.0}, {"step": 2, "learning/loss": 7.5}]
+    log = [
+        {"step": 0, "learning/loss": 8.1},
+        {"step": 1, "learning/loss": 7.9},
+        {"step": 1, EVAL_LOSS: 7.95, "eval/total_weights": 100.0, "eval/total_loss": 795.0},
+        {"step": 2, "learning/loss": 7.5},
+    ]
     # MaxText's metrics_file after an evaluation emptied it: a running record (its step is the eval batch), then later steps
-    metrics_file = [{"step": 0, EVAL_LOSS: 7.96, "eval/step_time_seconds": 0.1},
-                    {"step": 2, "learning/loss": 7.5123, "learning/current_learning_rate": 1e-3}]
+    metrics_file = [
+        {"step": 0, EVAL_LOSS: 7.96, "eval/step_time_seconds": 0.1},
+        {"step": 2, "learning/loss": 7.5123, "learning/current_learning_rate": 1e-3},
+    ]
     records = merge_metrics(log, metrics_file)
     assert [record["step"] for record in records] == [0, 1, 2]
     assert EVAL_LOSS not in records[0] and records[1][EVAL_LOSS] == 7.95
@@ -81,9 +105,23 @@ def test_no_improvement_from_the_checkpoint_curves(tmp_path):
     from nanogerman.curves import no_improvement_message
 
     def curve(run, values):
-        rows = [row for step, value in values for row in result_rows(
-            run, step, step * 1024, {"results": {"heldout_bpb": {"bits_per_byte,none": value, "uniform_bits_per_byte": 3.78},
-                                                 "next_passage_de": {"acc,none": 0.2}}}, "x.json", {"next_passage_de": 0.25})]
+        rows = [
+            row
+            for step, value in values
+            for row in result_rows(
+                run,
+                step,
+                step * 1024,
+                {
+                    "results": {
+                        "heldout_bpb": {"bits_per_byte,none": value, "uniform_bits_per_byte": 3.78},
+                        "next_passage_de": {"acc,none": 0.2},
+                    }
+                },
+                "x.json",
+                {"next_passage_de": 0.25},
+            )
+        ]
         write_csv(rows, tmp_path / f"{run}.csv")
         return tmp_path / f"{run}.csv"
 

@@ -77,8 +77,12 @@ def test_tfds_reads_it_by_name_without_registration_and_batches(built):
     assert batch["text"].shape == (8,)
     assert all(isinstance(text, bytes) and text for text in batch["text"])
     assert manifest["maxtext"] == {
-        "dataset_type": "tfds", "dataset_path": str((root / "tfds").resolve()), "dataset_name": f"{NAME}:{VERSION}",
-        "train_split": "train", "eval_dataset_name": f"{NAME}:{VERSION}", "eval_split": "validation",
+        "dataset_type": "tfds",
+        "dataset_path": str((root / "tfds").resolve()),
+        "dataset_name": f"{NAME}:{VERSION}",
+        "train_split": "train",
+        "eval_dataset_name": f"{NAME}:{VERSION}",
+        "eval_split": "validation",
     }
 
 

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from tiny_model import tiny_model
 
 from nanogerman.config import ConfigError, validate_config
 from nanogerman.evaluation import (
@@ -35,7 +36,6 @@ from nanogerman.offline_tasks import (
     write_next_passage_task,
 )
 from nanogerman.tokenizer_training import iter_texts
-from tiny_model import tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
 M_ARC_DE = REPO / "tests" / "data" / "m_arc_de"
@@ -58,8 +58,13 @@ def held_out(sample_dir) -> list[str]:
 
 def test_sentences_keep_abbreviated_numbers_and_quotes():
     text = "Er kam am 3. März an, z. B. mit dem Zug. Seit 2021. „Wirklich?“ fragte sie. Ja!\nNeuer Absatz ohne Punkt"
-    assert sentences(text) == ["Er kam am 3. März an, z. B. mit dem Zug.", "Seit 2021.", "„Wirklich?“ fragte sie.", "Ja!",
-                               "Neuer Absatz ohne Punkt"]
+    assert sentences(text) == [
+        "Er kam am 3. März an, z. B. mit dem Zug.",
+        "Seit 2021.",
+        "„Wirklich?“ fragte sie.",
+        "Ja!",
+        "Neuer Absatz ohne Punkt",
+    ]
 
 
 def test_the_same_seed_gives_the_same_task(held_out, tmp_path):
@@ -70,7 +75,11 @@ def test_the_same_seed_gives_the_same_task(held_out, tmp_path):
     data = (tmp_path / "a" / "next_passage_de.jsonl").read_bytes()
     assert data == (tmp_path / "b" / "next_passage_de.jsonl").read_bytes() and first["sha256"] == second["sha256"]
     assert data != (tmp_path / "c" / "next_passage_de.jsonl").read_bytes() and other["sha256"] != first["sha256"]
-    assert sorted(path.name for path in (tmp_path / "a").iterdir()) == ["next_passage_de.jsonl", "next_passage_de.yaml", "task.json"]
+    assert sorted(path.name for path in (tmp_path / "a").iterdir()) == [
+        "next_passage_de.jsonl",
+        "next_passage_de.yaml",
+        "task.json",
+    ]
     assert first["examples"] == len(data.splitlines()) > 100 and first["chance"] == 0.25
 
 
@@ -106,7 +115,9 @@ def test_the_real_arc_de_is_overridden_with_local_files():
     override = local_override_yaml("arc_de", upstream, M_ARC_DE)
     assert override["include"] == str(upstream) and override["task"] == "arc_de"
     assert override["dataset_path"] == "json" and override["dataset_name"] is None
-    assert override["dataset_kwargs"]["data_files"] == {split: str(M_ARC_DE / f"{split}.jsonl") for split in ("train", "validation", "test")}
+    assert override["dataset_kwargs"]["data_files"] == {
+        split: str(M_ARC_DE / f"{split}.jsonl") for split in ("train", "validation", "test")
+    }
     with pytest.raises(EvaluationError, match="'no_such_task', which is not an installed lm-eval task"):
         find_task_yaml("no_such_task")
 
@@ -180,11 +191,16 @@ def test_bits_per_byte_of_a_model_that_knows_nothing_is_log2_of_its_vocabulary_p
 
 def test_summary_table(tmp_path):
     (tmp_path / "a.json").write_text(json.dumps({"results": {"t": {"acc,none": 0.5, "acc_stderr,none": 0.1, "alias": "t"}}}))
-    (tmp_path / "b.json").write_text(json.dumps({"results": {BPB_TASK: {"bits_per_byte,none": 3.25, "bits_per_byte_stderr,none": "N/A"}}}))
+    (tmp_path / "b.json").write_text(
+        json.dumps({"results": {BPB_TASK: {"bits_per_byte,none": 3.25, "bits_per_byte_stderr,none": "N/A"}}})
+    )
     rows = summary_rows({"m": [tmp_path / "a.json", tmp_path / "b.json"], "n": [tmp_path / "b.json"]})
     write_summary(rows, tmp_path / "summary.tsv")
     assert (tmp_path / "summary.tsv").read_text().splitlines() == [
-        f"model\t{BPB_TASK}/bits_per_byte\tt/acc\tt/acc_stderr", "m\t3.25\t0.5\t0.1", "n\t3.25\t\t"]
+        f"model\t{BPB_TASK}/bits_per_byte\tt/acc\tt/acc_stderr",
+        "m\t3.25\t0.5\t0.1",
+        "n\t3.25\t\t",
+    ]
 
 
 def test_an_unreachable_reference_model_is_one_line(monkeypatch):
@@ -237,8 +253,14 @@ def test_lm_eval_results_have_acc_acc_norm_and_stderr_for_every_model(tiny, untr
     """Both models through lm-eval's API: the generated task, and the real arc_de on the local m_arc fixtures."""
     for name, folder in (("tiny", tiny.export_dir), ("untrained", untrained)):
         out = tmp_path / name / "lm_eval.json"
-        evaluate_lm_eval(ModelSpec(name, str(folder)), EvalSettings(batch_size=16), out, tasks=["arc_de"],
-                         generated=[next_passage], local_data={"arc_de": str(M_ARC_DE)})
+        evaluate_lm_eval(
+            ModelSpec(name, str(folder)),
+            EvalSettings(batch_size=16),
+            out,
+            tasks=["arc_de"],
+            generated=[next_passage],
+            local_data={"arc_de": str(M_ARC_DE)},
+        )
         results = json.loads(out.read_text())
         for task, count in (("next_passage_de", 40), ("arc_de", 12)):
             entry = results["results"][task]
@@ -279,8 +301,13 @@ def test_every_suite_task_runs_offline_with_chance_levels_from_the_task(tiny, tm
     from test_suites import LOCAL_DATA, TASKS_WITH_FIXED
 
     out = tmp_path / "lm_eval.json"
-    evaluate_lm_eval(ModelSpec("tiny", str(tiny.export_dir)), EvalSettings(batch_size=16, bootstrap_iters=200), out, tasks=TASKS_WITH_FIXED,
-                     local_data=LOCAL_DATA)
+    evaluate_lm_eval(
+        ModelSpec("tiny", str(tiny.export_dir)),
+        EvalSettings(batch_size=16, bootstrap_iters=200),
+        out,
+        tasks=TASKS_WITH_FIXED,
+        local_data=LOCAL_DATA,
+    )
     results = json.loads(out.read_text())
     scores, chance, items = results["results"], results["nanogerman"]["chance"], results["nanogerman"]["items"]
     for task in TASKS_WITH_FIXED:
@@ -288,7 +315,7 @@ def test_every_suite_task_runs_offline_with_chance_levels_from_the_task(tiny, tm
     for group in ("global_mmlu_de", "include_base_44_german"):  # the group figure, as lm-eval aggregates it
         subtasks = results["group_subtasks"][group]
         sizes = [results["n-samples"][task]["effective"] for task in subtasks]
-        mean = sum(scores[task]["acc,none"] * size for task, size in zip(subtasks, sizes)) / sum(sizes)
+        mean = sum(scores[task]["acc,none"] * size for task, size in zip(subtasks, sizes, strict=False)) / sum(sizes)
         assert scores[group]["acc,none"] == pytest.approx(mean)
         assert chance[group]["acc"] == pytest.approx(0.25)
     assert chance["xnli_de"]["acc"] == pytest.approx(1 / 3) and chance["paws_de"]["acc"] == pytest.approx(1 / 2)
@@ -303,10 +330,10 @@ def test_every_suite_task_runs_offline_with_chance_levels_from_the_task(tiny, tm
 @pytest.mark.slow
 def test_two_checkpoints_give_two_rows_with_their_tokens_seen(tiny, held_out, tmp_path):
     """The tiny run's checkpoints at steps 0 and 29: each exported (logits check) and evaluated like rule checkpoint_evaluate."""
+    import yaml
+
     from nanogerman.checkpoint_eval import evaluate_checkpoint, write_run_curves
     from nanogerman.export import export_run
-
-    import yaml
 
     config = validate_config(yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8")))
     config["evaluation"]["checkpoints"].update(every=None, steps=[0], tasks=[BPB_TASK])
@@ -318,11 +345,20 @@ def test_two_checkpoints_give_two_rows_with_their_tokens_seen(tiny, held_out, tm
     for step, folder in ((0, first), (29, tiny.export_dir)):
         points.append(tmp_path / f"step_{step}.json")
         evaluate_checkpoint(run="tiny", step=step, folder=folder, config=config, metrics=metrics, out=points[-1], texts=held_out)
-    rows = write_run_curves(run="tiny", points=points, final=[], manifest=tiny.manifest_path, chance={},
-                            csv_out=tmp_path / "curves.csv", plot_out=tmp_path / "curves.svg")
+    rows = write_run_curves(
+        run="tiny",
+        points=points,
+        final=[],
+        manifest=tiny.manifest_path,
+        chance={},
+        csv_out=tmp_path / "curves.csv",
+        plot_out=tmp_path / "curves.svg",
+    )
     weights = [record["learning/total_weights"] for record in map(json.loads, metrics.read_text().splitlines())]
     assert [(row["step"], row["metric"], row["tokens_seen"]) for row in rows] == [
-        (0, "bits_per_byte", int(weights[0])), (29, "bits_per_byte", int(sum(weights)))]
+        (0, "bits_per_byte", int(weights[0])),
+        (29, "bits_per_byte", int(sum(weights))),
+    ]
     assert int(sum(weights)) == tiny.manifest["tokens_seen"]
     assert rows[1]["value"] < rows[0]["value"] and rows[0]["reference_kind"] == "uniform"
     assert (tmp_path / "curves.csv").read_text().count("\n") == 3 and (tmp_path / "curves.png").is_file()

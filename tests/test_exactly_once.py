@@ -52,9 +52,16 @@ def run_config() -> dict:
             "backend": "local",
             "local": {"hardware": "cpu", "devices": 1},
             "defaults": {
-                "model": "config/models/nano-german-tiny.yml", "learning_rate": 3.0e-3, "steps": STEPS,
-                "per_device_batch_size": 8, "max_target_length": 256, "packing": True, "checkpoint_period": PERIOD,
-                "epochs": 100, "dtype": "float32", "seed": 0,
+                "model": "config/models/nano-german-tiny.yml",
+                "learning_rate": 3.0e-3,
+                "steps": STEPS,
+                "per_device_batch_size": 8,
+                "max_target_length": 256,
+                "packing": True,
+                "checkpoint_period": PERIOD,
+                "epochs": 100,
+                "dtype": "float32",
+                "seed": 0,
                 # grain_worker_count 0: Grain reads in MaxText's process (as tests/tiny_model.py); a worker process
                 # would re-import JAX and MaxText on every start, doubling the test's time
                 "extra": {"base_emb_dim": 64, "base_mlp_dim": 128, "head_dim": 16, "grain_worker_count": 0},
@@ -92,15 +99,23 @@ def killed_and_resumed(inputs: dict, file_format: str) -> dict:
     results = inputs["root"] / "runs" / file_format
     spec = results / "spec.json"
     spec.parent.mkdir(parents=True)
-    spec.write_text(json.dumps({
-        "config": run_config(), "run": "once", "dataset": str(inputs["datasets"][file_format]),
-        "tokenizer": str(inputs["tokenizer"]), "results": str(results),
-    }))
+    spec.write_text(
+        json.dumps(
+            {
+                "config": run_config(),
+                "run": "once",
+                "dataset": str(inputs["datasets"][file_format]),
+                "tokenizer": str(inputs["tokenizer"]),
+                "results": str(results),
+            }
+        )
+    )
     command = [sys.executable, str(JOB), str(spec)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     started = time.monotonic()
-    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO,
-                             start_new_session=True)
+    first = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO, start_new_session=True
+    )
     first_log = []
     try:
         assert first.stdout is not None
@@ -129,7 +144,7 @@ def killed_and_resumed(inputs: dict, file_format: str) -> dict:
     return {
         "tflops_per_step": first_records[0].get("perf/per_device_tflops") if first_records else None,  # one device
         "first": {record["step"]: record["learning/loss"] for record in first_records},
-        "second": {record["step"]: record["learning/loss"] for record in records[len(first_records):]},
+        "second": {record["step"]: record["learning/loss"] for record in records[len(first_records) :]},
         "killed_after_checkpoints": killed_after,
         "restored_from": int(restored.group(1)) if restored else None,
         "checkpoint_dir": checkpoints,
@@ -181,7 +196,7 @@ def test_tfds_resume_starts_the_data_again(tfds):
     steps = overlap(tfds)
     differences = [abs(tfds["second"][step] - tfds["first"][step]) for step in steps]
     # the resumed run trains on the first batches again, not on the uninterrupted run's batches 11, 12, …
-    assert min(differences) > 1e-4, dict(zip(steps, differences))
+    assert min(differences) > 1e-4, dict(zip(steps, differences, strict=False))
     assert not (tfds["checkpoint_dir"] / str(PERIOD) / "iter").exists()  # nothing in the checkpoint says where the data was
 
 
@@ -190,6 +205,10 @@ def test_the_cadence_checks_flops_count_is_maxtexts(grain):
     """The checkpoint cadence estimate counts a step's FLOPs as MaxText does (its perf/per_device_tflops, one device here)."""
     settings = run_config()["training"]["defaults"]
     model = yaml.safe_load((REPO / settings["model"]).read_text(encoding="utf-8"))
-    flops = train_flops_per_step({**model, **settings["extra"]}, vocab_size=512, max_target_length=settings["max_target_length"],
-                                 global_batch_size=settings["per_device_batch_size"])
+    flops = train_flops_per_step(
+        {**model, **settings["extra"]},
+        vocab_size=512,
+        max_target_length=settings["max_target_length"],
+        global_batch_size=settings["per_device_batch_size"],
+    )
     assert grain["tflops_per_step"] == pytest.approx(flops / 1e12, rel=1e-9)

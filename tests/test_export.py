@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny_model import tiny_model
 
 from nanogerman.config import ConfigError, validate_config
 from nanogerman.export import (
@@ -25,7 +26,6 @@ from nanogerman.export import (
     logits_command,
     verify_export,
 )
-from tiny_model import tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_YML = str(REPO / "config" / "models" / "nano-german-tiny.yml")
@@ -49,17 +49,40 @@ def fake_run(tmp_path: Path, *, args: list[str] | None = None, steps: tuple[int,
     tokenizer.mkdir()
     (tokenizer / "tokenizer.json").write_text("{}")
     (tokenizer / "tokenizer_config.json").write_text("{}")
-    (tokenizer / "stats.json").write_text(json.dumps({"vocab_size": 500, "bos_token_id": 491, "eos_token_id": 491, "pad_token_id": 491}))
+    (tokenizer / "stats.json").write_text(
+        json.dumps({"vocab_size": 500, "bos_token_id": 491, "eos_token_id": 491, "pad_token_id": 491})
+    )
     maxtext_args = args or [
-        TINY_YML, "run_name=tiny-0123abcd", f"base_output_directory={tmp_path / 'checkpoints'}", "dataset_type=tfds",
-        "dataset_path=/data/tfds", "dataset_name=german_maxtext_nano_data:1.0.0", "tokenizer_type=huggingface",
-        f"tokenizer_path={tokenizer}", "vocab_size=512", "steps=30", "learning_rate=0.003", "per_device_batch_size=2",
-        "max_target_length=128", "packing=true", "dtype=bfloat16", "enable_checkpointing=true", "hardware=cpu",
-        "skip_jax_distributed_system=true", "metrics_file=/x/metrics.jsonl", "base_emb_dim=64", "head_dim=16",
+        TINY_YML,
+        "run_name=tiny-0123abcd",
+        f"base_output_directory={tmp_path / 'checkpoints'}",
+        "dataset_type=tfds",
+        "dataset_path=/data/tfds",
+        "dataset_name=german_maxtext_nano_data:1.0.0",
+        "tokenizer_type=huggingface",
+        f"tokenizer_path={tokenizer}",
+        "vocab_size=512",
+        "steps=30",
+        "learning_rate=0.003",
+        "per_device_batch_size=2",
+        "max_target_length=128",
+        "packing=true",
+        "dtype=bfloat16",
+        "enable_checkpointing=true",
+        "hardware=cpu",
+        "skip_jax_distributed_system=true",
+        "metrics_file=/x/metrics.jsonl",
+        "base_emb_dim=64",
+        "head_dim=16",
     ]
     manifest = {
-        "run": "tiny", "maxtext_args": maxtext_args, "vocab_size": 512, "max_target_length": 128,
-        "checkpoint_dir": str(checkpoints), "checkpoint_step": steps[-1], "final_step": steps[-1],
+        "run": "tiny",
+        "maxtext_args": maxtext_args,
+        "vocab_size": 512,
+        "max_target_length": 128,
+        "checkpoint_dir": str(checkpoints),
+        "checkpoint_step": steps[-1],
+        "final_step": steps[-1],
         "checkpoint_uri": f"{checkpoints}/{steps[-1]}/items",
     }
     path = tmp_path / "train.json"
@@ -97,9 +120,10 @@ def test_paths_reach_maxtext_intact_through_its_config_parser(tmp_path):
     odd = tmp_path / "res #1: x"
     manifest, tokenizer = fake_run(odd)
     inputs = load_inputs(manifest, tokenizer)
-    for command, folder in ((conversion_command(inputs, odd / "hf" / ".tiny.tmp-1", python="python3"), odd / "hf" / ".tiny.tmp-1"),
-                            (logits_command(inputs, "ids.npy", "logits.npy", batch=3, length=64, scratch=odd / "s", python="python3"),
-                             odd / "s")):
+    for command, folder in (
+        (conversion_command(inputs, odd / "hf" / ".tiny.tmp-1", python="python3"), odd / "hf" / ".tiny.tmp-1"),
+        (logits_command(inputs, "ids.npy", "logits.npy", batch=3, length=64, scratch=odd / "s", python="python3"), odd / "s"),
+    ):
         arguments = [argument for argument in command if "=" in argument and not argument.startswith("--")]
         assert parsed_back(next(a for a in arguments if a.startswith("load_parameters_path="))) == inputs.checkpoint
         assert parsed_back(next(a for a in arguments if a.startswith("base_output_directory="))) == str(folder)
@@ -127,7 +151,9 @@ def test_a_chosen_step_and_a_missing_checkpoint(tmp_path):
     with pytest.raises(ExportError, match=r"run tiny: checkpoint .*/29/items not found; .* holds no checkpoints"):
         load_inputs(manifest, tokenizer)
     assert checkpoint_items({"checkpoint_dir": "gs://b/run/checkpoints", "checkpoint_uri": "x", "checkpoint_step": 1}, 5) == (
-        "gs://b/run/checkpoints/5/items", 5)
+        "gs://b/run/checkpoints/5/items",
+        5,
+    )
 
 
 def test_bad_manifests_and_models_are_one_line(tmp_path):
@@ -151,8 +177,14 @@ def test_bad_manifests_and_models_are_one_line(tmp_path):
 def test_config_json_gets_the_tokenizer_ids_and_plain_rope(tmp_path):
     manifest, tokenizer = fake_run(tmp_path)
     inputs = load_inputs(manifest, tokenizer)
-    converted = {"bos_token_id": 128000, "eos_token_id": 128001, "pad_token_id": None, "max_position_embeddings": 131072,
-                 "rope_parameters": {"rope_type": "llama3", "factor": 8.0, "rope_theta": 500000.0}, "vocab_size": 512}
+    converted = {
+        "bos_token_id": 128000,
+        "eos_token_id": 128001,
+        "pad_token_id": None,
+        "max_position_embeddings": 131072,
+        "rope_parameters": {"rope_type": "llama3", "factor": 8.0, "rope_theta": 500000.0},
+        "vocab_size": 512,
+    }
     fixed = fixed_hf_config(converted, inputs)
     assert (fixed["bos_token_id"], fixed["eos_token_id"], fixed["pad_token_id"]) == (491, 491, 491)
     assert fixed["rope_parameters"] == {"rope_type": "default", "rope_theta": 10000.0}
@@ -190,8 +222,14 @@ def test_tiny_export_passes_the_logits_check_and_loads_offline(tiny):
     assert check["passed"] and check["max_abs_diff"] < 1e-3 and check["argmax_agreement"] == 1.0
     assert check["shape"] == [3, 64, 512] and report["checkpoint_step"] == tiny.manifest["checkpoint_step"] == 29
     names = {path.name for path in tiny.export_dir.iterdir()}
-    assert names == {"config.json", "generation_config.json", "logits_check.json", "model.safetensors", "tokenizer.json",
-                     "tokenizer_config.json"}
+    assert names == {
+        "config.json",
+        "generation_config.json",
+        "logits_check.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    }
     for name in ("tokenizer.json", "tokenizer_config.json"):  # the tokenizer stage's files, byte for byte
         assert (tiny.export_dir / name).read_bytes() == (tiny.tokenizer_dir / name).read_bytes()
     assert stat.S_IMODE((tiny.export_dir / "model.safetensors").stat().st_mode) & 0o044 == 0o044  # not the converter's 0600
@@ -200,10 +238,20 @@ def test_tiny_export_passes_the_logits_check_and_loads_offline(tiny):
     generation = json.loads((tiny.export_dir / "generation_config.json").read_text())
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
         assert config[key] == generation[key] == stats[key] == stats["special_tokens"]["<|bos|>"]
-    assert config["architectures"] == ["LlamaForCausalLM"] and config["rope_parameters"] == {"rope_type": "default", "rope_theta": 10000.0}
-    assert (config["hidden_size"], config["num_hidden_layers"], config["num_attention_heads"], config["num_key_value_heads"],
-            config["head_dim"], config["intermediate_size"], config["vocab_size"], config["max_position_embeddings"]) == (
-            64, 2, 4, 2, 16, 128, 512, 128)
+    assert config["architectures"] == ["LlamaForCausalLM"] and config["rope_parameters"] == {
+        "rope_type": "default",
+        "rope_theta": 10000.0,
+    }
+    assert (
+        config["hidden_size"],
+        config["num_hidden_layers"],
+        config["num_attention_heads"],
+        config["num_key_value_heads"],
+        config["head_dim"],
+        config["intermediate_size"],
+        config["vocab_size"],
+        config["max_position_embeddings"],
+    ) == (64, 2, 4, 2, 16, 128, 512, 128)
     # A fresh interpreter with the Hub switched off loads and runs it (AutoModelForCausalLM, AutoTokenizer).
     code = (
         "import sys, torch; from transformers import AutoModelForCausalLM, AutoTokenizer\n"
@@ -214,7 +262,9 @@ def test_tiny_export_passes_the_logits_check_and_loads_offline(tiny):
         "print(type(m).__name__, out.shape[1] - ids.shape[1])\n"
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-c", code, str(tiny.export_dir)], capture_output=True, text=True, env=env, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tiny.export_dir)], capture_output=True, text=True, env=env, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split()[-2:] == ["LlamaForCausalLM", "5"]
 
@@ -238,7 +288,11 @@ def test_a_corrupted_weight_fails_the_check(tiny, tmp_path):
     # The two halves of one head's key rows swapped: what a rotary-layout mistake looks like.
     broken = tmp_path / "broken"
     shutil.copytree(tiny.export_dir, broken)
-    corrupt(broken, "model.layers.0.self_attn.k_proj.weight", lambda w: w[list(range(8, 16)) + list(range(8)) + list(range(16, w.shape[0]))])
+    corrupt(
+        broken,
+        "model.layers.0.self_attn.k_proj.weight",
+        lambda w: w[list(range(8, 16)) + list(range(8)) + list(range(16, w.shape[0]))],
+    )
     with pytest.raises(ExportError) as error:
         verify_export(broken, reference, ids, run="tiny")
     assert "\n" not in str(error.value) and "fails the logits check: max |logit difference|" in str(error.value)
@@ -281,8 +335,9 @@ def test_a_failed_check_or_converter_leaves_no_export(tiny, tmp_path):
 def test_check_ids_start_with_bos_and_cover_the_vocabulary(tmp_path, sample_dir):
     from nanogerman.tokenizer_training import TokenizerSpec, train_tokenizer
 
-    stats = train_tokenizer(TokenizerSpec(name="t", kind="neox", vocab_size=300),
-                            [sample_dir / "shard_00000.parquet"], tmp_path / "tok")
+    stats = train_tokenizer(
+        TokenizerSpec(name="t", kind="neox", vocab_size=300), [sample_dir / "shard_00000.parquet"], tmp_path / "tok"
+    )
     ids = check_ids(tmp_path / "tok", 384, 32)
     assert ids.shape == (3, 32) and ids[0, 0] == ids[1, 0] == stats["bos_token_id"]
     assert ids[2].max() < 384 and (check_ids(tmp_path / "tok", 384, 32) == ids).all()
@@ -343,12 +398,21 @@ class UploadingHub:
                         repo_folder = hub.root / "models" / match[1]
                         if match[2] == "preupload":
                             files = json.loads(body)["files"]
-                            return self._json(200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]})
+                            return self._json(
+                                200,
+                                {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]},
+                            )
                         lines = [json.loads(line) for line in body.splitlines() if line.strip()]
                         for line in lines:
                             if line["key"] == "file":
                                 (repo_folder / line["value"]["path"]).write_bytes(base64.b64decode(line["value"]["content"]))
-                        hub.commits.append({"repo": match[1], "header": lines[0]["value"], "files": [l["value"]["path"] for l in lines[1:]]})
+                        hub.commits.append(
+                            {
+                                "repo": match[1],
+                                "header": lines[0]["value"],
+                                "files": [entry["value"]["path"] for entry in lines[1:]],
+                            }
+                        )
                         oid = hub.commit_of(repo_folder)
                         return self._json(200, {"commitUrl": f"{hub.url}/{match[1]}/commit/{oid}", "commitOid": oid})
 
@@ -366,8 +430,9 @@ def test_publish_uploads_the_export_to_a_hub_stand_in(tiny, tmp_path, sample_dir
     from nanogerman.export import PublishError, publish_export
 
     with UploadingHub.start(tmp_path / "hub") as hub:
-        receipt = publish_export(tiny.export_dir, "nanogerman/tiny", tmp_path / "tiny.published.json",
-                                 endpoint=hub.url, token="hf_stand_in_token")
+        receipt = publish_export(
+            tiny.export_dir, "nanogerman/tiny", tmp_path / "tiny.published.json", endpoint=hub.url, token="hf_stand_in_token"
+        )
         assert hub.created == [{"name": "tiny", "organization": "nanogerman", "visibility": "private", "type": "model"}]
         assert sorted(hub.commits[0]["files"]) == receipt["files"] == sorted(path.name for path in tiny.export_dir.iterdir())
         uploaded = tmp_path / "hub" / "models" / "nanogerman" / "tiny"
@@ -395,8 +460,21 @@ def test_publish_uploads_the_export_to_a_hub_stand_in(tiny, tmp_path, sample_dir
         )
         env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf_home"), "HF_TOKEN": "hf_stand_in_token"}
         env.pop("HF_HUB_OFFLINE", None)
-        result = subprocess.run([sys.executable, "-c", code, str(sample_dir / "shard_00004.parquet"), str(tmp_path / "published.json"),
-                                 str(tiny.export_dir), str(tmp_path / "local.json")], capture_output=True, text=True, env=env, timeout=600)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                code,
+                str(sample_dir / "shard_00004.parquet"),
+                str(tmp_path / "published.json"),
+                str(tiny.export_dir),
+                str(tmp_path / "local.json"),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         from_hub, from_folder, model_args = json.loads(result.stdout.strip().splitlines()[-1])
         assert from_hub == from_folder and model_args.startswith("pretrained=nanogerman/tiny,revision=main,")

@@ -37,14 +37,36 @@ def default_config() -> dict:
 
 
 def test_children_get_an_allow_listed_environment_without_tokens():
-    base = {"PATH": "/usr/bin", "HOME": "/home/u", "JAX_PLATFORMS": "tpu", "XLA_FLAGS": "--x", "LC_ALL": "C.UTF-8",
-            "GOOGLE_APPLICATION_CREDENTIALS": "/keys/sa.json", "HF_HOME": "/cache/hf", "STORAGE_EMULATOR_HOST": "http://h",
-            "HF_TOKEN": SENTINEL, "HUGGING_FACE_HUB_TOKEN": SENTINEL, "HF_API_TOKEN": SENTINEL, "GITHUB_TOKEN": SENTINEL,
-            "AWS_SECRET_ACCESS_KEY": SENTINEL, "M_STEPS": "5", "M_HF_ACCESS_TOKEN": SENTINEL, "SOMETHING_ELSE": "x"}
+    base = {
+        "PATH": "/usr/bin",
+        "HOME": "/home/u",
+        "JAX_PLATFORMS": "tpu",
+        "XLA_FLAGS": "--x",
+        "LC_ALL": "C.UTF-8",
+        "GOOGLE_APPLICATION_CREDENTIALS": "/keys/sa.json",
+        "HF_HOME": "/cache/hf",
+        "STORAGE_EMULATOR_HOST": "http://h",
+        "HF_TOKEN": SENTINEL,
+        "HUGGING_FACE_HUB_TOKEN": SENTINEL,
+        "HF_API_TOKEN": SENTINEL,
+        "GITHUB_TOKEN": SENTINEL,
+        "AWS_SECRET_ACCESS_KEY": SENTINEL,
+        "M_STEPS": "5",
+        "M_HF_ACCESS_TOKEN": SENTINEL,
+        "SOMETHING_ELSE": "x",
+    }
     env = child_env(base)
     assert SENTINEL not in env.values()
-    assert set(env) == {"PATH", "HOME", "JAX_PLATFORMS", "XLA_FLAGS", "LC_ALL", "GOOGLE_APPLICATION_CREDENTIALS", "HF_HOME",
-                        "STORAGE_EMULATOR_HOST"}
+    assert set(env) == {
+        "PATH",
+        "HOME",
+        "JAX_PLATFORMS",
+        "XLA_FLAGS",
+        "LC_ALL",
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        "HF_HOME",
+        "STORAGE_EMULATOR_HOST",
+    }
     # what MaxText runs with: training (local, smoke) and the export's converter and forward pass
     local = training.local_env("cpu", base)
     assert SENTINEL not in local.values() and "M_STEPS" not in local and local["JAX_PLATFORMS"] == "cpu"
@@ -61,8 +83,24 @@ def test_the_process_environment_is_filtered_by_default(monkeypatch):
 # --- values MaxText parses ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value", ["scratch/res #1", "/data/a: b/c", "plain/path", "a b;touch /tmp/x $(id) 'q'", "x: [1]",
-                                   "true", "1e-3", "- item", "'quoted'", '"double"', "tab\there", "#start", "Grüße: ß"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "scratch/res #1",
+        "/data/a: b/c",
+        "plain/path",
+        "a b;touch /tmp/x $(id) 'q'",
+        "x: [1]",
+        "true",
+        "1e-3",
+        "- item",
+        "'quoted'",
+        '"double"',
+        "tab\there",
+        "#start",
+        "Grüße: ß",
+    ],
+)
 def test_strings_reach_maxtext_unchanged(value):
     argument = maxtext_arg("base_output_directory", value)
     assert argument.startswith("base_output_directory=")
@@ -71,7 +109,13 @@ def test_strings_reach_maxtext_unchanged(value):
 
 def test_other_values_keep_their_type():
     assert [maxtext_arg("k", value) for value in (True, 3, 0.003, None, [1, 2], {"a": 1})] == [
-        "k=true", "k=3", "k=0.003", "k=null", "k=[1,2]", 'k={"a":1}']
+        "k=true",
+        "k=3",
+        "k=0.003",
+        "k=null",
+        "k=[1,2]",
+        'k={"a":1}',
+    ]
 
 
 def test_an_interpolation_is_refused_in_one_line():
@@ -94,7 +138,15 @@ def test_results_dir_with_comment_and_mapping_characters_is_accepted_and_an_inte
 
 def test_maxtext_failure_line_carries_the_last_non_blank_lines():
     tail = LineTail()
-    for line in ["I1130 loading", "  File 'x.py', line 3", "    raise SystemExit(1)", "config path cut at 'scratch/res'", "", "   ", ""]:
+    for line in [
+        "I1130 loading",
+        "  File 'x.py', line 3",
+        "    raise SystemExit(1)",
+        "config path cut at 'scratch/res'",
+        "",
+        "   ",
+        "",
+    ]:
         tail(line)
     assert tail.error_summary() == "File 'x.py', line 3 | raise SystemExit(1) | config path cut at 'scratch/res'"
     tail("ValueError: bad path")
@@ -134,7 +186,9 @@ def test_scratch_folders_are_removed_on_exit_and_a_dead_process_ones_swept(tmp_p
             raise RuntimeError("boom")
         assert not Path(inner).exists()
     assert not Path(folder).exists()
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     stale = tmp_path / f"nanogerman-export-{dead}-abc"
     stale.mkdir()
     live = tmp_path / f"nanogerman-export-{os.getpid()}-def"
@@ -159,11 +213,17 @@ def test_resume_retrains_checkpoints_newer_than_the_recorded_metrics(tmp_path, m
     tokenizer = tmp_path / "tokenizers" / "tok"
     tokenizer.mkdir(parents=True)
     (tokenizer / "tokenizer.json").write_text("{}")
-    (tokenizer / "stats.json").write_text(json.dumps({"vocab_size": 2048, "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 0}))
+    (tokenizer / "stats.json").write_text(
+        json.dumps({"vocab_size": 2048, "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 0})
+    )
     dataset = tmp_path / "dataset.json"
-    dataset.write_text(json.dumps({"name": "d", "version": "1.0.0", "checksums": {}, "maxtext": {"dataset_type": "tfds", "dataset_path": "/d"}}))
+    dataset.write_text(
+        json.dumps({"name": "d", "version": "1.0.0", "checksums": {}, "maxtext": {"dataset_type": "tfds", "dataset_path": "/d"}})
+    )
     inputs = training.RunInputs.load(dataset, tokenizer, plan.model_path)
-    context = training.prepare_job(plan, inputs, base_output_directory=str((tmp_path / "checkpoints").resolve()), results_dir=tmp_path)
+    context = training.prepare_job(
+        plan, inputs, base_output_directory=str((tmp_path / "checkpoints").resolve()), results_dir=tmp_path
+    )
     checkpoints = Path(context.checkpoint_dir)
     _checkpoints(checkpoints, (0, 50))
     context.raw_metrics.write_text("".join(json.dumps({"step": step, "learning/loss": 5.0}) + "\n" for step in range(49)))
@@ -172,7 +232,9 @@ def test_resume_retrains_checkpoints_newer_than_the_recorded_metrics(tmp_path, m
     def fake_maxtext(command, *, env, on_line):
         started.append(sorted(int(path.name) for path in checkpoints.iterdir()))
         with open(context.raw_metrics, "a", encoding="utf-8") as handle:  # MaxText resumes after step 0 and logs steps 1…
-            handle.writelines(json.dumps({"step": step, "learning/loss": 4.0}) + "\n" for step in range(1, int(plan.settings["steps"])))
+            handle.writelines(
+                json.dumps({"step": step, "learning/loss": 4.0}) + "\n" for step in range(1, int(plan.settings["steps"]))
+            )
         _checkpoints(checkpoints, (int(plan.settings["steps"]) - 1,))
         return 0
 
@@ -194,7 +256,10 @@ def test_a_shard_range_beyond_any_source_is_refused_at_once():
     with pytest.raises(ConfigError) as caught:
         validate_config(config)
     assert time.perf_counter() - started < 1.0
-    assert str(caught.value) == "config error: corpus.shard_sets.train has the range '5-3000000', beyond the largest shard index 99999"
+    assert (
+        str(caught.value)
+        == "config error: corpus.shard_sets.train has the range '5-3000000', beyond the largest shard index 99999"
+    )
 
 
 def test_a_local_source_holds_only_the_shards_present():
@@ -206,12 +271,19 @@ def test_a_local_source_holds_only_the_shards_present():
     assert "(5 parquet files there; 1 named shard(s) missing)" in str(caught.value)
 
 
-@pytest.mark.parametrize("results_dir, expected", [
-    ("/", "config error: results_dir is '/', the file system's root; give a folder of its own"),
-    (str(Path.home()), f"config error: results_dir is '{Path.home()}', your home folder; give a folder of its own"),
-    (str(REPO), f"config error: results_dir is '{REPO}', the project folder"),
-    ("/proc/nanogerman-results", "config error: results_dir is '/proc/nanogerman-results', but /proc is not a writable folder"),
-], ids=["root", "home", "project", "not writable"])
+@pytest.mark.parametrize(
+    "results_dir, expected",
+    [
+        ("/", "config error: results_dir is '/', the file system's root; give a folder of its own"),
+        (str(Path.home()), f"config error: results_dir is '{Path.home()}', your home folder; give a folder of its own"),
+        (str(REPO), f"config error: results_dir is '{REPO}', the project folder"),
+        (
+            "/proc/nanogerman-results",
+            "config error: results_dir is '/proc/nanogerman-results', but /proc is not a writable folder",
+        ),
+    ],
+    ids=["root", "home", "project", "not writable"],
+)
 def test_results_dir_must_be_a_writable_folder_of_its_own(results_dir, expected):
     config = default_config()
     config["results_dir"] = results_dir

@@ -12,7 +12,6 @@ import re
 
 import pytest
 import yaml
-
 from conftest import REPO, copy_workflow, snakemake_at_root
 
 CONFIGS = sorted(path.name for path in (REPO / "config").glob("*.yaml") if path.name != "schema.yaml")
@@ -113,8 +112,9 @@ def test_a_config_file_on_the_command_line_replaces_the_embedded_default(tmp_pat
 
 
 def test_config_key_value_still_overrides_the_chosen_file():
-    result = snakemake_at_root(REPO, "-n", "--configfile=config/nano-german.yaml", "--config", "results_dir=results/elsewhere",
-                               "--quiet", "all")
+    result = snakemake_at_root(
+        REPO, "-n", "--configfile=config/nano-german.yaml", "--config", "results_dir=results/elsewhere", "--quiet", "all"
+    )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     result = snakemake_at_root(REPO, "-n", "--configfile=config/nano-german.yaml", "--config", "results_dir=results/elsewhere")
     assert "results/elsewhere/corpus/" in result.stdout and "results/nano-german/" not in result.stdout

@@ -68,10 +68,19 @@ def test_spot_runs_on_tfrecord_get_one_line_that_says_what_happens_and_how_to_sw
     assert all(name in replay[0] for name in names)
     assert "restarts its data from the first example" in replay[0] and "set dataset.format: array_record" in replay[0]
     # on-demand runs are not preempted: no warning
-    assert not any("first example" in line for line in planning_warnings(
-        seed_config(dataset__format="tfrecord", training__tpu__provisioning="on-demand", training__runs=[
-            {**entry, "tpu": {key: value for key, value in entry.get("tpu", {}).items() if key != "provisioning"}}
-            for entry in yaml.safe_load(SEED.read_text())["training"]["runs"]])))
+    assert not any(
+        "first example" in line
+        for line in planning_warnings(
+            seed_config(
+                dataset__format="tfrecord",
+                training__tpu__provisioning="on-demand",
+                training__runs=[
+                    {**entry, "tpu": {key: value for key, value in entry.get("tpu", {}).items() if key != "provisioning"}}
+                    for entry in yaml.safe_load(SEED.read_text())["training"]["runs"]
+                ],
+            )
+        )
+    )
 
 
 def test_the_job_log_warning_follows_the_dataset_the_job_reads(tmp_path):
@@ -100,7 +109,9 @@ def test_the_seeds_checkpoint_period_loses_hours_on_a_v4_32():
     assert 6 * weights * 1024 * 2048 < flops < 1.2 * 6 * weights * 1024 * 2048  # 6 N D plus a little attention
     for mfu in (0.3, 0.5):  # a plausible range for a small model
         seconds = seed_step_seconds("v4-32", 16, mfu)
-        line = cadence_warning("nano_neox_lr6e-6", checkpoint_period=10000, step_seconds=seconds, max_lost_minutes=30, source="estimated")
+        line = cadence_warning(
+            "nano_neox_lr6e-6", checkpoint_period=10000, step_seconds=seconds, max_lost_minutes=30, source="estimated"
+        )
         assert line is not None and " h," in line  # hours between checkpoints
         assert f"{seconds:.3g} s per step" in line and "10000 steps" in line and "max_lost_minutes = 30 min" in line
         fitting = int(line.rsplit("at most ", 1)[1])
@@ -109,7 +120,9 @@ def test_the_seeds_checkpoint_period_loses_hours_on_a_v4_32():
 
 
 def test_the_bound_is_inclusive_and_scales_with_the_step_time():
-    assert cadence_warning("r", checkpoint_period=100, step_seconds=18.0, max_lost_minutes=30, source="s") is None  # exactly 30 min
+    assert (
+        cadence_warning("r", checkpoint_period=100, step_seconds=18.0, max_lost_minutes=30, source="s") is None
+    )  # exactly 30 min
     assert cadence_warning("r", checkpoint_period=101, step_seconds=18.0, max_lost_minutes=30, source="s") is not None
     assert cadence_warning("r", checkpoint_period=100, step_seconds=18.0, max_lost_minutes=29, source="s") is not None
 
@@ -132,8 +145,12 @@ def test_a_configured_or_measured_step_time_wins_over_the_estimate(tmp_path):
     metrics = tmp_path / "train" / "nano_neox_lr6e-4" / "metrics.jsonl"
     metrics.parent.mkdir(parents=True)
     # steps 0 and 1 compile (slow) and are left out; the median of the rest is 4 s
-    metrics.write_text("".join(json.dumps({"step": step, "perf/step_time_seconds": seconds}) + "\n"
-                               for step, seconds in enumerate([300.0, 60.0, 3.0, 4.0, 5.0])))
+    metrics.write_text(
+        "".join(
+            json.dumps({"step": step, "perf/step_time_seconds": seconds}) + "\n"
+            for step, seconds in enumerate([300.0, 60.0, 3.0, 4.0, 5.0])
+        )
+    )
     earlier = metrics.with_name("train.json")
     earlier.write_text(json.dumps({"accelerator": "cpu"}))
     assert planning_warnings(measured) == []  # a CPU trial of the run says nothing about its slice
@@ -195,7 +212,10 @@ def test_the_train_run_job_writes_the_warnings_into_its_log(tmp_path, monkeypatc
     monkeypatch.setattr(training, "train_run", lambda plan, **kwargs: trained.append(plan.name))
     log = tmp_path / "logs" / "train.log"
     snakemake = SimpleNamespace(
-        config=config, wildcards=SimpleNamespace(run="nano_neox_lr6e-4"), log=[str(log)], rule="train_run",
+        config=config,
+        wildcards=SimpleNamespace(run="nano_neox_lr6e-4"),
+        log=[str(log)],
+        rule="train_run",
         input=SimpleNamespace(dataset=str(manifest), tokenizer=str(tmp_path / "tok")),
         params=SimpleNamespace(results_dir=str(tmp_path / "results")),
         output=NamedFiles(manifest=str(tmp_path / "train.json"), metrics=str(tmp_path / "metrics.jsonl")),

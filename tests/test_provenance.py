@@ -8,8 +8,8 @@ import shutil
 import subprocess
 
 import pytest
-
 from conftest import REPO
+
 from nanogerman.provenance import UNKNOWN_COMMIT, file_sha256, git_commit, package_versions
 
 
@@ -69,6 +69,12 @@ def test_hub_permanent_answers_are_one_line_and_a_gated_repo_is_not_called_missi
         call_hub(gated, target, retries=3, backoff_seconds=0, error=Failed, sleep=lambda _: pytest.fail("retried"))
     waits = []
     with pytest.raises(Failed, match=r"^shard 3: the Hub did not answer after 3 attempts \(down\)"):
-        call_hub(lambda: (_ for _ in ()).throw(ConnectionError("down")), target, retries=2, backoff_seconds=1, error=Failed,
-                 sleep=waits.append)
+        call_hub(
+            lambda: (_ for _ in ()).throw(ConnectionError("down")),
+            target,
+            retries=2,
+            backoff_seconds=1,
+            error=Failed,
+            sleep=waits.append,
+        )
     assert waits == [1, 2]

@@ -41,6 +41,7 @@ def recovery_config() -> dict:
 
 def stage_under_way(results: Path, scratch: Path) -> dict:
     """Which stages have a job running now whose output is not finished (what a kill there interrupts)."""
+
     def started(log: Path, output: Path) -> bool:
         return log.is_file() and not output.exists()
 
@@ -48,9 +49,11 @@ def stage_under_way(results: Path, scratch: Path) -> dict:
     checkpoints = list((results / "checkpoints").glob("tiny-*/checkpoints"))
     return {
         "tokenizer": started(results / "logs" / "tokenizers" / "neox.log", results / "tokenizers" / "neox"),
-        "dataset part": any(started(log, results / "dataset" / "parts" / log.stem.removeprefix("part_"))
-                            for log in parts.glob("part_shard_*.log")),
-        "train": bool(checkpoints and committed_steps(checkpoints[0])) and not (results / "train" / "tiny" / "train.json").exists(),
+        "dataset part": any(
+            started(log, results / "dataset" / "parts" / log.stem.removeprefix("part_")) for log in parts.glob("part_shard_*.log")
+        ),
+        "train": bool(checkpoints and committed_steps(checkpoints[0]))
+        and not (results / "train" / "tiny" / "train.json").exists(),
         "export": bool(list((results / "hf").glob(".tiny.tmp-*")) and list(scratch.glob("nanogerman-export-*"))),
     }
 
@@ -61,8 +64,15 @@ def test_kill_9_at_every_stage_then_the_readme_command_recovers(tmp_path):
     workdir.mkdir()
     scratch.mkdir()
     (workdir / "config.yaml").write_text(yaml.safe_dump(recovery_config(), sort_keys=False), encoding="utf-8")
-    snakemake = [str(VENV_BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-                 "--configfile", str(workdir / "config.yaml")]
+    snakemake = [
+        str(VENV_BIN / "snakemake"),
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+    ]
     env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", "TMPDIR": str(scratch)}
     results = workdir / "results"
     killed: list[str] = []
@@ -72,8 +82,14 @@ def test_kill_9_at_every_stage_then_the_readme_command_recovers(tmp_path):
             subprocess.run([*snakemake, "--unlock"], cwd=tmp_path, env=env, capture_output=True, check=True)
         output = tmp_path / f"snakemake-{attempt}.log"
         with open(output, "w", encoding="utf-8") as handle:
-            process = subprocess.Popen([snakemake[0], TARGET, *snakemake[1:], "--cores", "2"], cwd=tmp_path, env=env,
-                                       stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+            process = subprocess.Popen(
+                [snakemake[0], TARGET, *snakemake[1:], "--cores", "2"],
+                cwd=tmp_path,
+                env=env,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         try:
             while process.poll() is None:
                 running = [stage for stage, yes in stage_under_way(results, scratch).items() if yes and stage not in killed]

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO, VENV_BIN, default_config
+
 from nanogerman.config import ConfigError, validate_config
 from nanogerman.report import (
     FlagSettings,
@@ -112,8 +112,11 @@ def test_scores_reader_takes_lm_evals_keys_and_ignores_na_stderr():
 
 def test_models_merge_results_files_and_list_references_first():
     found = models()
-    assert [(model.name, model.kind) for model in found] == [("llaemmlein", "reference"), ("tiny_good", "trained"),
-                                                             ("seed_lr", "trained")]
+    assert [(model.name, model.kind) for model in found] == [
+        ("llaemmlein", "reference"),
+        ("tiny_good", "trained"),
+        ("seed_lr", "trained"),
+    ]
     tiny = found[1]
     assert tiny.run.name == "tiny_good"
     assert tiny.scores[("heldout_bpb", "bits_per_byte")] == Score(2.345, None)  # from the second file
@@ -121,11 +124,14 @@ def test_models_merge_results_files_and_list_references_first():
     assert tiny.scores[("next_passage_de", "acc")] == Score(0.41, 0.022)
 
 
-@pytest.mark.parametrize("name, content, expected", [
-    ("missing.json", None, "missing.json: evaluation results not found"),
-    ("broken.json", "{not json", "broken.json: evaluation results is not valid JSON"),
-    ("other.json", '{"accuracy": 0.3}', "other.json: no 'results' object; expected lm-eval's results JSON"),
-])
+@pytest.mark.parametrize(
+    "name, content, expected",
+    [
+        ("missing.json", None, "missing.json: evaluation results not found"),
+        ("broken.json", "{not json", "broken.json: evaluation results is not valid JSON"),
+        ("other.json", '{"accuracy": 0.3}', "other.json: no 'results' object; expected lm-eval's results JSON"),
+    ],
+)
 def test_a_bad_results_file_is_one_line(tmp_path, name, content, expected):
     path = tmp_path / name
     if content is not None:
@@ -139,7 +145,9 @@ def test_a_train_json_without_a_key_names_it(tmp_path):
     data = json.loads((DATA / "train" / "tiny_good" / "train.json").read_text())
     del data["tokens_seen"]
     (tmp_path / "train.json").write_text(json.dumps(data))
-    with pytest.raises(ReportError, match=r"train.json: no key 'tokens_seen'; expected a train.json written by the training stage"):
+    with pytest.raises(
+        ReportError, match=r"train.json: no key 'tokens_seen'; expected a train.json written by the training stage"
+    ):
         read_train_manifest(tmp_path / "train.json")
     with pytest.raises(ReportError, match="metrics.jsonl: training metrics not found"):
         read_loss_curve(tmp_path / "metrics.jsonl")
@@ -151,8 +159,15 @@ def test_a_train_json_without_a_key_names_it(tmp_path):
 def test_columns_follow_the_evaluation_tasks_then_the_rest():
     columns = select_columns(models(), settings())
     assert [column.key for column in columns] == [
-        "arc_de/acc", "arc_de/acc_norm", "hellaswag_de/acc", "hellaswag_de/acc_norm", "m_mmlu_de/acc",
-        "truthfulqa_de_mc1/acc", "truthfulqa_de_mc2/acc", "next_passage_de/acc", "next_passage_de/acc_norm",
+        "arc_de/acc",
+        "arc_de/acc_norm",
+        "hellaswag_de/acc",
+        "hellaswag_de/acc_norm",
+        "m_mmlu_de/acc",
+        "truthfulqa_de_mc1/acc",
+        "truthfulqa_de_mc2/acc",
+        "next_passage_de/acc",
+        "next_passage_de/acc_norm",
         "heldout_bpb/bits_per_byte",
     ]
     assert [column.chance for column in columns] == [0.25, 0.25, 0.25, 0.25, 0.25, 0.2, None, 0.25, 0.25, None]
@@ -162,7 +177,11 @@ def test_columns_follow_the_evaluation_tasks_then_the_rest():
 def test_report_tasks_choose_and_order_the_columns():
     chosen = settings(tasks=["hellaswag_de", "arc_de", "belebele_de"])
     assert [column.key for column in select_columns(models(), chosen)] == [
-        "hellaswag_de/acc", "hellaswag_de/acc_norm", "arc_de/acc", "arc_de/acc_norm"]
+        "hellaswag_de/acc",
+        "hellaswag_de/acc_norm",
+        "arc_de/acc",
+        "arc_de/acc_norm",
+    ]
     assert missing_tasks(models(), chosen) == ["belebele_de"]
 
 
@@ -173,21 +192,22 @@ def test_overview_markdown_bolds_the_best_marks_chance_and_averages_exactly():
     assert table.splitlines()[0] == (
         "| Model | arc_de acc | arc_de acc_norm | hellaswag_de acc | hellaswag_de acc_norm | m_mmlu_de acc | "
         "truthfulqa_de_mc1 acc | truthfulqa_de_mc2 acc | next_passage_de acc | next_passage_de acc_norm | "
-        "heldout_bpb bits/byte | Avg. | Flags |")
+        "heldout_bpb bits/byte | Avg. | Flags |"
+    )
     assert table.splitlines()[1] == "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     assert rows(table) == {
         "Model": table.splitlines()[0],
         # Avg. (0.28 + 0.31 + 0.32 + 0.38 + 0.26 + 0.24 + 0.43) / 7 = 0.31714; best, so bold
         "llaemmlein": "| llaemmlein | **0.2800** ± 0.0131 | **0.3100** ± 0.0135 | **0.3200** ± 0.0047 | **0.3800** ± 0.0048 "
-                      "| **0.2600** ± 0.0037 | 0.2400 ± 0.0150 | 0.4300 ± 0.0160 | --- | --- | --- | **0.3171** |  |",
+        "| **0.2600** ± 0.0037 | 0.2400 ± 0.0150 | 0.4300 ± 0.0160 | --- | --- | --- | **0.3171** |  |",
         # 2.025 / 7 = 0.28929; |0.27 - 0.25| = 0.02 <= 2 x 0.0130: at chance; |0.26 - 0.25| = 0.01 > 2 x 0.0044: not
         "tiny_good": "| tiny_good | 0.2500† ± 0.0126 | 0.2700† ± 0.0130 | 0.2600 ± 0.0044 | 0.2650 ± 0.0044 | 0.2500† ± 0.0037 "
-                     "| **0.2600** ± 0.0153 | 0.4700 ± 0.0161 | **0.4100** ± 0.0220 | **0.4500** ± 0.0222 | **2.345** | 0.2893 "
-                     "| † 3 at chance |",
+        "| **0.2600** ± 0.0153 | 0.4700 ± 0.0161 | **0.4100** ± 0.0220 | **0.4500** ± 0.0222 | **2.345** | 0.2893 "
+        "| † 3 at chance |",
         # 1.959 / 7 = 0.27986; arc_de acc_norm ties llaemmlein's 0.3100: both bold; m_mmlu 0.229 is below chance by > 2 SE
         "seed_lr": "| seed_lr | 0.2400† ± 0.0125 | **0.3100** ± 0.0135 | 0.2510† ± 0.0043 | 0.2490† ± 0.0043 | 0.2290 ± 0.0036 "
-                   "| 0.1900† ± 0.0137 | **0.4900** ± 0.0165 | 0.2600† ± 0.0196 | 0.2500† ± 0.0194 | 7.912 | 0.2799 "
-                   "| † 6 at chance; § learning rate 6.0e-06; ‡ loss fell 4.2% |",
+        "| 0.1900† ± 0.0137 | **0.4900** ± 0.0165 | 0.2600† ± 0.0196 | 0.2500† ± 0.0194 | 7.912 | 0.2799 "
+        "| † 6 at chance; § learning rate 6.0e-06; ‡ loss fell 4.2% |",
     }
 
 
@@ -227,8 +247,9 @@ def run_with(**changes) -> Run:
     return Run(**{**read_train_manifest(DATA / "train" / "tiny_good" / "train.json").__dict__, **changes})
 
 
-@pytest.mark.parametrize("learning_rate, flagged", [(6e-06, True), (4e-06, True), (6e-4, False), (3e-3, False), (1e-4, False),
-                                                     (5e-2, True)])
+@pytest.mark.parametrize(
+    "learning_rate, flagged", [(6e-06, True), (4e-06, True), (6e-4, False), (3e-3, False), (1e-4, False), (5e-2, True)]
+)
 def test_learning_rate_flag(learning_rate, flagged):
     assert ("lr" in run_flags(run_with(learning_rate=learning_rate), FlagSettings())) is flagged
 
@@ -247,11 +268,11 @@ def test_run_table_exactly():
     table = run_table(runs(), FlagSettings()).markdown()
     assert rows(table) == {
         "Run": "| Run | Tokenizer | Learning rate | Steps | Batch (seq. × tokens) | Tokens seen | Loss (first → final) | Wall time "
-               "| Accelerator | Config hash | Flags |",
+        "| Accelerator | Config hash | Flags |",
         "tiny_good": "| tiny_good | sample_nanochat | 6.0e-04 | 300 | 8 × 128 | 307.2 k | 7.625 → 3.412 | 95 s | cpu "
-                     "| aaaaaaaaaaaa |  |",
+        "| aaaaaaaaaaaa |  |",
         "seed_lr": "| seed_lr | nano_nanochat | 6.0e-06§ | 14,500 | 1,024 × 2,048 | 30.41 B | 11.090 → 10.610‡ | 42.0 h | v6e-8 "
-                   "| bbbbbbbbbbbb | learning rate 6.0e-06; loss fell 4.2% |",
+        "| bbbbbbbbbbbb | learning rate 6.0e-06; loss fell 4.2% |",
     }
 
 
@@ -259,14 +280,22 @@ def test_latex_tables_escape_and_mark():
     chosen = settings(tasks=["arc_de"])
     found = models()
     latex = overview_table(found, select_columns(found, chosen), chosen.flags).latex()
-    assert latex.splitlines()[:4] == [r"\begin{tabular}{lrrrl}", r"\toprule",
-                                      r"Model & arc\_de acc & arc\_de acc\_norm & Avg. & Flags \\", r"\midrule"]
-    assert (r"tiny\_good & 0.2500\textsuperscript{\dag} {\scriptsize $\pm$ 0.0126} & 0.2700\textsuperscript{\dag} "
-            r"{\scriptsize $\pm$ 0.0130} & 0.2600 & \dag{} 2 at chance \\") in latex  # Avg. of the averaged columns shown
+    assert latex.splitlines()[:4] == [
+        r"\begin{tabular}{lrrrl}",
+        r"\toprule",
+        r"Model & arc\_de acc & arc\_de acc\_norm & Avg. & Flags \\",
+        r"\midrule",
+    ]
+    assert (
+        r"tiny\_good & 0.2500\textsuperscript{\dag} {\scriptsize $\pm$ 0.0126} & 0.2700\textsuperscript{\dag} "
+        r"{\scriptsize $\pm$ 0.0130} & 0.2600 & \dag{} 2 at chance \\"
+    ) in latex  # Avg. of the averaged columns shown
     runs_latex = run_table(runs(), FlagSettings()).latex()
-    assert (r"seed\_lr & nano\_nanochat & 6.0e-06\textsuperscript{\S} & 14,500 & 1,024 $\times$ 2,048 & 30.41 B & "
-            r"11.090 $\rightarrow$ 10.610\textsuperscript{\ddag} & 42.0 h & v6e-8 & bbbbbbbbbbbb & "
-            r"learning rate 6.0e-06; loss fell 4.2\% \\") in runs_latex
+    assert (
+        r"seed\_lr & nano\_nanochat & 6.0e-06\textsuperscript{\S} & 14,500 & 1,024 $\times$ 2,048 & 30.41 B & "
+        r"11.090 $\rightarrow$ 10.610\textsuperscript{\ddag} & 42.0 h & v6e-8 & bbbbbbbbbbbb & "
+        r"learning rate 6.0e-06; loss fell 4.2\% \\"
+    ) in runs_latex
 
 
 def test_table_helpers():
@@ -325,11 +354,13 @@ rule all:
 """
 
 
-def standalone(workdir: Path, *, run_names: list[str], tokenizers: list[str], evaluations: dict, report: dict,
-               evaluation: dict | None = None) -> None:
+def standalone(
+    workdir: Path, *, run_names: list[str], tokenizers: list[str], evaluations: dict, report: dict, evaluation: dict | None = None
+) -> None:
     """A workflow in ``workdir`` whose other stages are stand-in functions over files already in results/."""
-    (workdir / "Snakefile").write_text(STANDALONE.format(runs=run_names, tokenizers=tokenizers, evaluations=evaluations,
-                                                         rules=REPO / "rules" / "report.smk"))
+    (workdir / "Snakefile").write_text(
+        STANDALONE.format(runs=run_names, tokenizers=tokenizers, evaluations=evaluations, rules=REPO / "rules" / "report.smk")
+    )
     config = {"results_dir": "results", "report": report, **({"evaluation": evaluation} if evaluation else {})}
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
 
@@ -356,9 +387,14 @@ def workflow(tmp_path_factory) -> Path:
     shutil.copytree(DATA / "eval", results / "eval")
     report = validate_config(default_config())["report"]
     report.update(CONFIG["report"])
-    standalone(workdir, run_names=RUNS, tokenizers=[path.stem for path in TOKENIZERS], report=report,
-               evaluations={name: [f"results/eval/{name}/{path.name}" for path in paths] for name, paths in EVALUATIONS.items()},
-               evaluation=CONFIG["evaluation"])
+    standalone(
+        workdir,
+        run_names=RUNS,
+        tokenizers=[path.stem for path in TOKENIZERS],
+        report=report,
+        evaluations={name: [f"results/eval/{name}/{path.name}" for path in paths] for name, paths in EVALUATIONS.items()},
+        evaluation=CONFIG["evaluation"],
+    )
     (workdir / "matplotlibrc").write_text("svg.fonttype: none\n")
     env = {"NANOGERMAN_GIT_COMMIT": "fixture", "MATPLOTLIBRC": str(workdir / "matplotlibrc")}
     built = snakemake(workdir, env=env)
@@ -372,15 +408,22 @@ def test_report_page_holds_every_table(workflow):
     out = workflow / "results" / "report"
     page = (out / "overview.md").read_text()
     assert [line for line in page.splitlines() if line.startswith("#")] == [
-        "# Results", "## Models", "## Training runs", "## Tokenizers", "## Provenance"]
+        "# Results",
+        "## Models",
+        "## Training runs",
+        "## Tokenizers",
+        "## Provenance",
+    ]
     chosen = settings()
     found = models()
     assert overview_table(found, select_columns(found, chosen), chosen.flags).markdown() in page
     assert run_table(runs(), chosen.flags).markdown() in page
     tokenizer_results = [json.loads(path.read_text()) for path in TOKENIZERS]
     assert tokenizer_markdown(tokenizer_results) in page
-    assert "- † within 2 standard errors of chance (chance: arc_de 0.25, hellaswag_de 0.25, m_mmlu_de 0.25, " \
-           "truthfulqa_de_mc1 0.2, truthfulqa_de_mc2 none, next_passage_de 0.25)." in page
+    assert (
+        "- † within 2 standard errors of chance (chance: arc_de 0.25, hellaswag_de 0.25, m_mmlu_de 0.25, "
+        "truthfulqa_de_mc1 0.2, truthfulqa_de_mc2 none, next_passage_de 0.25)." in page
+    )
     assert page == markdown_report(found, select_columns(found, chosen), runs(), tokenizer_results, chosen, "fixture")
     html = (out / "overview.html").read_text()
     assert '<td style="text-align: right;"><strong>0.2800</strong> ± 0.0131</td>' in html and "<h2>Training runs</h2>" in html
@@ -400,7 +443,9 @@ def test_provenance_on_every_row(workflow):
     assert overview.loc[1, "versions"].startswith("flax 0.12.0, jax 0.8.1, jaxlib 0.8.1, lm_eval 0.4.13, maxtext 0.2.5")
     assert overview.loc[1, "avg"] == pytest.approx(2.025 / 7)
     assert overview["arc_de/acc_near_chance"].tolist() == [False, True, True]
-    assert overview.loc[2, "heldout_bpb/bits_per_byte"] == 7.912 and math.isnan(overview.loc[2, "heldout_bpb/bits_per_byte_stderr"])
+    assert overview.loc[2, "heldout_bpb/bits_per_byte"] == 7.912 and math.isnan(
+        overview.loc[2, "heldout_bpb/bits_per_byte_stderr"]
+    )
     run_rows = pd.read_csv(out / "runs.csv")
     assert run_rows["flag_learning_rate"].tolist() == [False, True] and run_rows["flag_loss"].tolist() == [False, True]
     assert run_rows.loc[1, "loss_drop"] == pytest.approx((11.09 - 10.62) / 11.09)
@@ -411,9 +456,18 @@ def test_provenance_on_every_row(workflow):
     assert tokenizers.loc[0, "versions"].startswith("huggingface_hub 0.36.0, pyarrow 22.0.0")
     record = json.loads((out / "provenance.json").read_text())
     assert record["git_commit"] == "fixture"
-    assert record["settings"]["averaged"] == [f"{task}/{metric}" for task, metric in [
-        ("arc_de", "acc"), ("arc_de", "acc_norm"), ("hellaswag_de", "acc"), ("hellaswag_de", "acc_norm"), ("m_mmlu_de", "acc"),
-        ("truthfulqa_de_mc1", "acc"), ("truthfulqa_de_mc2", "acc")]]
+    assert record["settings"]["averaged"] == [
+        f"{task}/{metric}"
+        for task, metric in [
+            ("arc_de", "acc"),
+            ("arc_de", "acc_norm"),
+            ("hellaswag_de", "acc"),
+            ("hellaswag_de", "acc_norm"),
+            ("m_mmlu_de", "acc"),
+            ("truthfulqa_de_mc1", "acc"),
+            ("truthfulqa_de_mc2", "acc"),
+        ]
+    ]
     digest = hashlib.sha256(TOKENIZERS[0].read_bytes()).hexdigest()
     assert record["inputs"]["results/tokenizer_eval/llaemmlein.json"] == digest
     assert record["models"]["seed_lr"]["train_config_hash"] == "b" * 12 + "2" * 52
@@ -422,8 +476,15 @@ def test_provenance_on_every_row(workflow):
 def test_charts_carry_chance_lines_whiskers_and_flags(workflow):
     plots = workflow / "results" / "report" / "plots"
     names = {path.relative_to(plots).as_posix() for path in plots.rglob("*.*")}
-    expected = {"loss_curves", "tasks", "tokenizers/fertility", "tokenizers/vocab_utilization", "tokenizers/type_token_ratio",
-                "tokenizers/token_length", "tokenizers/tokens_per_line"}
+    expected = {
+        "loss_curves",
+        "tasks",
+        "tokenizers/fertility",
+        "tokenizers/vocab_utilization",
+        "tokenizers/type_token_ratio",
+        "tokenizers/token_length",
+        "tokenizers/tokens_per_line",
+    }
     assert names == {f"{name}.{fmt}" for name in expected for fmt in ("svg", "png")}
     loss = (plots / "loss_curves.svg").read_text()
     assert "seed_lr § learning rate 6.0e-06 ‡ loss fell 4.2%" in loss and "training step + 1 (log scale)" in loss
@@ -436,8 +497,19 @@ def test_charts_carry_chance_lines_whiskers_and_flags(workflow):
 
 def test_snakemake_report_holds_every_output_and_the_rule_graph(workflow):
     text = (workflow / "report.html").read_text()
-    for name in ("overview.html", "overview.md", "overview.csv", "overview.tex", "runs.csv", "tokenizers.csv", "provenance.json",
-                 "loss_curves.svg", "tasks.svg", "fertility.svg", "tokens_per_line.svg"):
+    for name in (
+        "overview.html",
+        "overview.md",
+        "overview.csv",
+        "overview.tex",
+        "runs.csv",
+        "tokenizers.csv",
+        "provenance.json",
+        "loss_curves.svg",
+        "tasks.svg",
+        "fertility.svg",
+        "tokens_per_line.svg",
+    ):
         assert name in text, name
     for category in ("1. Overview", "2. Tables", "3. Plots", "4. Provenance"):
         assert category in text, category

@@ -43,7 +43,7 @@ def test_a_clear_lead_on_the_same_items_is_significant_and_a_coin_flip_is_not():
 
 def test_mcnemar_counts_only_discordant_items():
     assert mcnemar_p([1, 1, 0, 0], [1, 1, 0, 0]) == 1.0
-    assert mcnemar_p([1] * 10 + [0] * 10, [0] * 10 + [0] * 10) == pytest.approx(2 * 0.5 ** 10)
+    assert mcnemar_p([1] * 10 + [0] * 10, [0] * 10 + [0] * 10) == pytest.approx(2 * 0.5**10)
     low, high = bootstrap_interval([1] * 50 + [0] * 50, [0] * 100, iterations=2000)
     assert 0.35 < low < 0.5 < high < 0.65
 
@@ -58,8 +58,12 @@ def test_published_rows_without_items_use_an_unpaired_test_labelled_as_such():
 
 
 def test_pairs_differ_in_exactly_one_setting():
-    runs = [{"name": "nc_lr1", "tokenizer": "nc", "learning_rate": 1e-3}, {"name": "nx_lr1", "tokenizer": "nx", "learning_rate": 1e-3},
-            {"name": "nc_lr6", "tokenizer": "nc", "learning_rate": 6e-4}, {"name": "nx_lr6", "tokenizer": "nx", "learning_rate": 6e-4}]
+    runs = [
+        {"name": "nc_lr1", "tokenizer": "nc", "learning_rate": 1e-3},
+        {"name": "nx_lr1", "tokenizer": "nx", "learning_rate": 1e-3},
+        {"name": "nc_lr6", "tokenizer": "nc", "learning_rate": 6e-4},
+        {"name": "nx_lr6", "tokenizer": "nx", "learning_rate": 6e-4},
+    ]
     assert comparison_pairs(runs) == [("nc_lr1", "nx_lr1"), ("nc_lr1", "nc_lr6"), ("nx_lr1", "nx_lr6"), ("nc_lr6", "nx_lr6")]
 
 

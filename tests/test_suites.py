@@ -17,16 +17,21 @@ from nanogerman.task_fixes import FIXED_TASKS
 
 REPO = Path(__file__).resolve().parents[1]
 TASK_DATA = REPO / "tests" / "data" / "tasks"
-SCHEMA_SUITES = yaml.safe_load((REPO / "config" / "schema.yaml").read_text(encoding="utf-8"))[
-    "properties"]["evaluation"]["properties"]["suites"]["default"]
+SCHEMA_SUITES = yaml.safe_load((REPO / "config" / "schema.yaml").read_text(encoding="utf-8"))["properties"]["evaluation"][
+    "properties"
+]["suites"]["default"]
 ALL_TASKS = list(dict.fromkeys(task for tasks in SCHEMA_SUITES.values() for task in tasks))
 TASKS_WITH_FIXED = [*ALL_TASKS, *FIXED_TASKS]
 
 
 def fixture_folder(task: str) -> Path:
     """The fixture folder of a suite task (truthfulqa's two tasks share one data set, as on the Hub; arc_de has its own)."""
-    special = {"arc_de": REPO / "tests" / "data" / "m_arc_de", "arc_de_fixed": REPO / "tests" / "data" / "m_arc_de",
-               "truthfulqa_de_mc1": TASK_DATA / "truthfulqa_de", "truthfulqa_de_mc2": TASK_DATA / "truthfulqa_de"}
+    special = {
+        "arc_de": REPO / "tests" / "data" / "m_arc_de",
+        "arc_de_fixed": REPO / "tests" / "data" / "m_arc_de",
+        "truthfulqa_de_mc1": TASK_DATA / "truthfulqa_de",
+        "truthfulqa_de_mc2": TASK_DATA / "truthfulqa_de",
+    }
     return special.get(task, TASK_DATA / task)
 
 
@@ -44,8 +49,11 @@ def test_suites_resolve_in_order_and_unknown_ones_are_one_line(base_config):
     section = {"suites": {"a": ["x", "y"], "b": ["y", "z"]}, "run_suites": ["a", "b"], "tasks": ["z", "w"]}
     assert configured_tasks(section) == ["x", "y", "z", "w"]
     config = dict(base_config, evaluation={"run_suites": ["seed", "nope"]})
-    with pytest.raises(ConfigError, match=r"^config error: evaluation.run_suites\[1\] is 'nope'; expected one of evaluation.suites "
-                                          r"\(seed, small_model, knowledge, large_model\)$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^config error: evaluation.run_suites\[1\] is 'nope'; expected one of evaluation.suites "
+        r"\(seed, small_model, knowledge, large_model\)$",
+    ):
         validate_config(config)
 
 
@@ -98,7 +106,9 @@ def _strict(template, doc: dict):
         return template
     if template in doc:
         return doc[template]
-    rendered = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True).from_string(template).render(**doc)
+    rendered = (
+        jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True).from_string(template).render(**doc)
+    )
     return eval(rendered) if isinstance(rendered, str) and rendered.startswith("[") else rendered
 
 
@@ -137,8 +147,16 @@ def test_arc_de_deletes_bracketed_text_and_arc_de_fixed_keeps_it(tmp_path):
 
     folder = tmp_path / "m_arc"
     folder.mkdir()
-    item = {"id": "x", "instruction": "Wie groß ist die Stromstärke I [A], wenn U = 6 V und R = 3 Ω?",
-            "option_a": "2 [A]", "option_b": "18 [A]", "option_c": "0,5 [A]", "option_d": "9 [A]", "option_e": None, "answer": "A"}
+    item = {
+        "id": "x",
+        "instruction": "Wie groß ist die Stromstärke I [A], wenn U = 6 V und R = 3 Ω?",
+        "option_a": "2 [A]",
+        "option_b": "18 [A]",
+        "option_c": "0,5 [A]",
+        "option_d": "9 [A]",
+        "option_e": None,
+        "answer": "A",
+    }
     (folder / "test.jsonl").write_text(json.dumps(item, ensure_ascii=False) + "\n", encoding="utf-8")
     include = tmp_path / "include"
     include.mkdir()
@@ -150,7 +168,9 @@ def test_arc_de_deletes_bracketed_text_and_arc_de_fixed_keeps_it(tmp_path):
     assert fixed["choices"] == ["2 [A]", "18 [A]", "0,5 [A]", "9 [A]"] and fixed["gold"] == broken["gold"] == 0
     assert tasks["arc_de_fixed"].config.doc_to_text == tasks["arc_de"].config.doc_to_text == "query"
     installed = find_yaml("arc_de", "task").parent / "utils.py"
-    assert re.search(r"re\.sub\(\"\\\\\[\.\*\?\\\\\]\"", installed.read_text(encoding="utf-8"))  # the bug is in the installed code
+    assert re.search(
+        r"re\.sub\(\"\\\\\[\.\*\?\\\\\]\"", installed.read_text(encoding="utf-8")
+    )  # the bug is in the installed code
 
 
 def test_the_report_takes_chance_levels_from_the_tasks_and_footnotes_arc_de(tmp_path):
@@ -159,19 +179,33 @@ def test_the_report_takes_chance_levels_from_the_tasks_and_footnotes_arc_de(tmp_
     from nanogerman.suites import recorded_chances, task_notes
 
     results = tmp_path / "lm_eval.json"
-    results.write_text(json.dumps({"results": {}, "nanogerman": {"chance": {"xnli_de": {"acc": 1 / 3}, "lambada_openai_mt_de":
-                                                                            {"acc": None, "perplexity": None}}}}))
+    results.write_text(
+        json.dumps(
+            {
+                "results": {},
+                "nanogerman": {"chance": {"xnli_de": {"acc": 1 / 3}, "lambada_openai_mt_de": {"acc": None, "perplexity": None}}},
+            }
+        )
+    )
     chances = recorded_chances([results])
     assert chances == {"xnli_de": pytest.approx(1 / 3), "lambada_openai_mt_de": None}
 
     class Model:
-        scores = {("xnli_de", "acc"): Score(0.4, 0.02), ("lambada_openai_mt_de", "acc"): Score(0.1, 0.01),
-                  ("lambada_openai_mt_de", "perplexity"): Score(900.0, 40.0)}
+        scores = {
+            ("xnli_de", "acc"): Score(0.4, 0.02),
+            ("lambada_openai_mt_de", "acc"): Score(0.1, 0.01),
+            ("lambada_openai_mt_de", "perplexity"): Score(900.0, 40.0),
+        }
 
     columns = select_columns([Model()], ReportSettings(chance={**chances, **ReportSettings().chance}))
     assert [(column.key, column.chance) for column in columns] == [
-        ("xnli_de/acc", pytest.approx(1 / 3)), ("lambada_openai_mt_de/acc", None), ("lambada_openai_mt_de/perplexity", None)]
-    assert "issue 2000" in task_notes(["arc_de", "arc_de_fixed"])[0] and not task_notes(["arc_de"]) and not task_notes(["xnli_de"])
+        ("xnli_de/acc", pytest.approx(1 / 3)),
+        ("lambada_openai_mt_de/acc", None),
+        ("lambada_openai_mt_de/perplexity", None),
+    ]
+    assert (
+        "issue 2000" in task_notes(["arc_de", "arc_de_fixed"])[0] and not task_notes(["arc_de"]) and not task_notes(["xnli_de"])
+    )
     contamination = tmp_path / "xnli_de.json"
     contamination.write_text(json.dumps({"task": "xnli_de", "n": 13, "documents": 8, "contaminated": 2, "share": 0.25}))
     section = contamination_section([contamination])

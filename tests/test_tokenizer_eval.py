@@ -9,9 +9,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import default_config
 from hub_stand_in import HubStandIn
+
 from nanogerman.config import ConfigError, validate_config
 from nanogerman.tokenizer_eval import (
     EvalDataset,
@@ -58,8 +58,9 @@ def trained_dirs(tmp_path_factory, sample_dir) -> dict[str, Path]:
     folders = {}
     for kind in ("neox", "nanochat"):
         folders[kind] = root / kind
-        train_tokenizer(TokenizerSpec(name=f"t_{kind}", kind=kind, vocab_size=300),
-                        [sample_dir / "shard_00000.parquet"], folders[kind])
+        train_tokenizer(
+            TokenizerSpec(name=f"t_{kind}", kind=kind, vocab_size=300), [sample_dir / "shard_00000.parquet"], folders[kind]
+        )
     return folders
 
 
@@ -70,10 +71,21 @@ def write_jsonl(path: Path, texts: list) -> Path:
 
 def result(name: str, **metrics) -> dict:
     """A per-tokenizer result as evaluate_tokenizer writes it, with the given pooled metrics."""
-    return {"name": name, "kind": "reference", "path": name, "vocab_size": 100,
-            "metrics": metrics, "totals": {"texts": 1, "tokens": 1, "bytes": 1, "distinct_ids": 1},
-            "datasets": [{"name": "d", "metrics": metrics,
-                          "totals": {"texts": 1, "tokens": 1, "bytes": 1, "distinct_ids": 1, "empty_texts": 0}}]}
+    return {
+        "name": name,
+        "kind": "reference",
+        "path": name,
+        "vocab_size": 100,
+        "metrics": metrics,
+        "totals": {"texts": 1, "tokens": 1, "bytes": 1, "distinct_ids": 1},
+        "datasets": [
+            {
+                "name": "d",
+                "metrics": metrics,
+                "totals": {"texts": 1, "tokens": 1, "bytes": 1, "distinct_ids": 1, "empty_texts": 0},
+            }
+        ],
+    }
 
 
 # --- metrics -----------------------------------------------------------------------------------
@@ -87,8 +99,12 @@ def test_metrics_by_hand_on_tiny_texts(tmp_path, tiny_dir):
     one = write_jsonl(tmp_path / "one.jsonl", ["a b", "a\nc c", ""])
     two = write_jsonl(tmp_path / "two.jsonl", ["ä"])  # unknown word: [UNK]; 2 bytes, 1 character
     out = tmp_path / "tiny.json"
-    evaluate_tokenizer(TokenizerSource(name="tiny", path=str(tiny_dir), kind="trained"),
-                       [EvalDataset("one", (str(one),)), EvalDataset("two", (str(two),))], out, batch_size=2)
+    evaluate_tokenizer(
+        TokenizerSource(name="tiny", path=str(tiny_dir), kind="trained"),
+        [EvalDataset("one", (str(one),)), EvalDataset("two", (str(two),))],
+        out,
+        batch_size=2,
+    )
     got = json.loads(out.read_text())
     # Non-empty texts: "a b" -> <s> a b (3 tokens, 3 bytes, 3 chars, 1 line); "a\nc c" -> <s> a c c
     # (4 tokens, 5 bytes, 5 chars, 2 lines); "ä" -> <s> [UNK] (2 tokens, 2 bytes, 1 char, 1 line).
@@ -105,8 +121,17 @@ def test_metrics_by_hand_on_tiny_texts(tmp_path, tiny_dir):
     assert got["vocab_size"] == 6
     for key, value in expected.items():
         assert got["metrics"][key] == pytest.approx(float(value), rel=1e-12), key
-    assert got["totals"] == {"texts": 3, "zero_token_texts": 0, "tokens": 9, "bytes": 10, "characters": 9, "lines": 4,
-                             "distinct_ids": 5, "empty_texts": 1, "whitespace_texts_skipped": 0}
+    assert got["totals"] == {
+        "texts": 3,
+        "zero_token_texts": 0,
+        "tokens": 9,
+        "bytes": 10,
+        "characters": 9,
+        "lines": 4,
+        "distinct_ids": 5,
+        "empty_texts": 1,
+        "whitespace_texts_skipped": 0,
+    }
     first, second = got["datasets"]
     assert [first["name"], second["name"]] == ["one", "two"]
     assert first["metrics"]["fertility"] == pytest.approx(float((F(1) + F(4, 5)) / 2))
@@ -120,8 +145,9 @@ def test_metrics_by_hand_on_tiny_texts(tmp_path, tiny_dir):
 
 def test_samples_caps_the_records_read(tmp_path, tiny_dir):
     data = write_jsonl(tmp_path / "d.jsonl", ["a", "", "a b", "c c c"])  # the cap counts the empty record too
-    stats, empty, _ = evaluate_texts([EvalDataset("d", (str(data),), samples=3)],
-                                     one_at_a_time_encoder(load_tokenizer(TokenizerSource("t", str(tiny_dir)))))
+    stats, empty, _ = evaluate_texts(
+        [EvalDataset("d", (str(data),), samples=3)], one_at_a_time_encoder(load_tokenizer(TokenizerSource("t", str(tiny_dir))))
+    )
     assert (stats["d"].texts, empty["d"], stats["d"].tokens) == (2, 1, 2 + 3)
 
 
@@ -145,12 +171,15 @@ def test_whitespace_only_texts_are_skipped_as_gertokeval_does(tmp_path, tiny_dir
 @pytest.mark.parametrize("kind", ["neox", "nanochat"])
 def test_batch_and_one_at_a_time_give_identical_metrics(trained_dirs, sample_dir, kind):
     tokenizer = load_tokenizer(TokenizerSource("t", str(trained_dirs[kind]), kind="trained"))
-    datasets = [EvalDataset("validation", (str(sample_dir / "shard_00004.parquet"),)),
-                EvalDataset("more", (str(sample_dir / "shard_00001.parquet"),), samples=6)]
+    datasets = [
+        EvalDataset("validation", (str(sample_dir / "shard_00004.parquet"),)),
+        EvalDataset("more", (str(sample_dir / "shard_00001.parquet"),), samples=6),
+    ]
     encoders = batch_encoders(tokenizer, trained_folder=trained_dirs[kind], threads=2)
-    expected = {"neox": ["tokenizers.Tokenizer.encode_batch_fast", "transformers batch call"],
-                "nanochat": ["tiktoken.Encoding.encode_batch", "tokenizers.Tokenizer.encode_batch_fast",
-                             "transformers batch call"]}[kind]
+    expected = {
+        "neox": ["tokenizers.Tokenizer.encode_batch_fast", "transformers batch call"],
+        "nanochat": ["tiktoken.Encoding.encode_batch", "tokenizers.Tokenizer.encode_batch_fast", "transformers batch call"],
+    }[kind]
     assert [name for name, _ in encoders] == expected
     single, single_empty, _ = evaluate_texts(datasets, one_at_a_time_encoder(tokenizer), batch_size=1000)
     assert single["more"].texts == 6
@@ -243,14 +272,17 @@ def test_read_text_batches_formats_and_cap(tmp_path):
     assert [text for batch in read_text_batches(files, limit=3) for text in batch] == ["j1", "j2\nzweite Zeile", "t1"]
 
 
-@pytest.mark.parametrize("name, content, message", [
-    ("x.parquet", None, "no column 'text' (columns: body); set text_field"),
-    ("x.jsonl", '{"text": "ok"}\n{"body": "no"}\n', "x.jsonl:2: expected a JSON object with the key 'text'"),
-    ("x.jsonl", '{"text": 5}\n', "x.jsonl:1: 'text' is a int; expected a string"),
-    ("x.jsonl", "{oops\n", "x.jsonl:1: not valid JSON"),
-    ("x.txt", b"gut\n\xff\n", "x.txt:2: not valid UTF-8"),
-    ("x.csv", "text\n", "cannot read texts from a .csv file"),
-])
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("x.parquet", None, "no column 'text' (columns: body); set text_field"),
+        ("x.jsonl", '{"text": "ok"}\n{"body": "no"}\n', "x.jsonl:2: expected a JSON object with the key 'text'"),
+        ("x.jsonl", '{"text": 5}\n', "x.jsonl:1: 'text' is a int; expected a string"),
+        ("x.jsonl", "{oops\n", "x.jsonl:1: not valid JSON"),
+        ("x.txt", b"gut\n\xff\n", "x.txt:2: not valid UTF-8"),
+        ("x.csv", "text\n", "cannot read texts from a .csv file"),
+    ],
+)
 def test_bad_text_files_give_one_line(tmp_path, name, content, message):
     path = tmp_path / name
     if content is None:
@@ -269,12 +301,33 @@ def test_bad_text_files_give_one_line(tmp_path, name, content, message):
 
 def test_markdown_table_formats_and_bolds_like_the_seed():
     results = [
-        result("german_gpt2", fertility=0.2121, vocab_utilization=0.93349, type_token_ratio=0.00671,
-               token_length=4.944, tokens_per_line=28.14, bytes_per_token=4.7),
-        result("nano_neox", fertility=0.20412, vocab_utilization=0.92449, type_token_ratio=0.009012,
-               token_length=5.1512, tokens_per_line=26.93, bytes_per_token=4.9),
-        result("teuken", fertility=0.2519, vocab_utilization=0.19, type_token_ratio=0.0056,
-               token_length=4.17, tokens_per_line=34.06, bytes_per_token=3.9),
+        result(
+            "german_gpt2",
+            fertility=0.2121,
+            vocab_utilization=0.93349,
+            type_token_ratio=0.00671,
+            token_length=4.944,
+            tokens_per_line=28.14,
+            bytes_per_token=4.7,
+        ),
+        result(
+            "nano_neox",
+            fertility=0.20412,
+            vocab_utilization=0.92449,
+            type_token_ratio=0.009012,
+            token_length=5.1512,
+            tokens_per_line=26.93,
+            bytes_per_token=4.9,
+        ),
+        result(
+            "teuken",
+            fertility=0.2519,
+            vocab_utilization=0.19,
+            type_token_ratio=0.0056,
+            token_length=4.17,
+            tokens_per_line=34.06,
+            bytes_per_token=3.9,
+        ),
     ]
     assert markdown_table(results) == (
         "| Tokenizer | Fertility | Vocab Utilization | Type-Token Ratio | Token Length | Tokens per Line |\n"
@@ -297,17 +350,39 @@ def test_ties_on_the_printed_value_are_all_bold_and_missing_values_print_dashes(
 
 
 def test_summary_writes_tables_and_plots(tmp_path):
-    results = [result("ref_one", fertility=0.25, vocab_utilization=0.5, type_token_ratio=0.01, token_length=4.0,
-                      tokens_per_line=20.0, bytes_per_token=4.0),
-               result("trained_two", fertility=0.2, vocab_utilization=0.75, type_token_ratio=0.02, token_length=5.0,
-                      tokens_per_line=25.0, bytes_per_token=5.0)]
+    results = [
+        result(
+            "ref_one",
+            fertility=0.25,
+            vocab_utilization=0.5,
+            type_token_ratio=0.01,
+            token_length=4.0,
+            tokens_per_line=20.0,
+            bytes_per_token=4.0,
+        ),
+        result(
+            "trained_two",
+            fertility=0.2,
+            vocab_utilization=0.75,
+            type_token_ratio=0.02,
+            token_length=5.0,
+            tokens_per_line=25.0,
+            bytes_per_token=5.0,
+        ),
+    ]
     paths = []
     for item in results:
         paths.append(tmp_path / f"{item['name']}.json")
         paths[-1].write_text(json.dumps(item))
     out = tmp_path / "summary"
-    summarize(paths, markdown=out / "t.md", csv=out / "t.csv", per_dataset_csv=out / "d.csv", latex=out / "t.tex",
-              plots_dir=out / "plots")
+    summarize(
+        paths,
+        markdown=out / "t.md",
+        csv=out / "t.csv",
+        per_dataset_csv=out / "d.csv",
+        latex=out / "t.tex",
+        plots_dir=out / "plots",
+    )
     markdown = (out / "t.md").read_text()
     assert "| trained_two | **0.200** | **75.0%** | **0.0200** | **5.00** | **25.0** |" in markdown
     assert "## Fertility per dataset" in markdown
@@ -318,8 +393,15 @@ def test_summary_writes_tables_and_plots(tmp_path):
     assert table.loc[1, "fertility"] == 0.2 and table.loc[0, "bytes_per_token"] == 4.0
     assert list(pd.read_csv(out / "d.csv")["dataset"]) == ["d", "d"]
     assert r"\textbf{0.200}" in (out / "t.tex").read_text()
-    for name in ("fertility", "vocab_utilization", "type_token_ratio", "token_length", "tokens_per_line",
-                 "bytes_per_token", "per_dataset"):
+    for name in (
+        "fertility",
+        "vocab_utilization",
+        "type_token_ratio",
+        "token_length",
+        "tokens_per_line",
+        "bytes_per_token",
+        "per_dataset",
+    ):
         assert (out / "plots" / f"{name}.png").read_bytes().startswith(b"\x89PNG")
         assert "<svg" in (out / "plots" / f"{name}.svg").read_text()
     again = tmp_path / "again"
@@ -339,8 +421,9 @@ def hub(tmp_path, monkeypatch):
     with HubStandIn(tmp_path / "hub") as server:
         monkeypatch.setenv("HF_ENDPOINT", server.url)
         monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", server.url)
-        monkeypatch.setattr(huggingface_hub.constants, "HUGGINGFACE_CO_URL_TEMPLATE",
-                            server.url + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(
+            huggingface_hub.constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + "/{repo_id}/resolve/{revision}/{filename}"
+        )
         yield server
 
 
@@ -351,8 +434,9 @@ def test_reference_tokenizer_from_the_hub_by_id(hub, trained_dirs, sample_dir, t
     repo = hub.root / "models" / "owner" / "tokenizer"
     shutil.copytree(trained_dirs["neox"], repo)
     out = tmp_path / "ref.json"
-    got = evaluate_tokenizer(TokenizerSource("ref", "owner/tokenizer"),
-                             [EvalDataset("validation", (str(sample_dir / "shard_00004.parquet"),))], out)
+    got = evaluate_tokenizer(
+        TokenizerSource("ref", "owner/tokenizer"), [EvalDataset("validation", (str(sample_dir / "shard_00004.parquet"),))], out
+    )
     assert got["commit"] == hub.commit_of(repo)
     assert got["revision"] == "main" and json.loads(out.read_text())["vocab_size"] == 300
     assert any(path.endswith("/tokenizer.json") for _, path in hub.requests)
@@ -362,8 +446,11 @@ def test_reference_tokenizer_from_the_hub_by_id(hub, trained_dirs, sample_dir, t
 def test_unreachable_reference_tokenizer_names_it(hub, tmp_path, sample_dir, monkeypatch):
     out = tmp_path / "missing.json"
     with pytest.raises(TokenizerEvalError) as caught:
-        evaluate_tokenizer(TokenizerSource("german_gpt2", "dbmdz/german-gpt2"),
-                           [EvalDataset("validation", (str(sample_dir / "shard_00004.parquet"),))], out)
+        evaluate_tokenizer(
+            TokenizerSource("german_gpt2", "dbmdz/german-gpt2"),
+            [EvalDataset("validation", (str(sample_dir / "shard_00004.parquet"),))],
+            out,
+        )
     message = str(caught.value)
     assert message.startswith("reference tokenizer 'german_gpt2' (dbmdz/german-gpt2@main): cannot load it")
     assert "HF_ENDPOINT" in message and "\n" not in message
@@ -386,14 +473,25 @@ def test_reference_that_is_neither_folder_nor_hub_id(tmp_path):
 # --- Hub datasets ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("files, split, expected", [
-    (["data/train-00000-of-00002.parquet", "data/train-00001-of-00002.parquet", "data/test-00000-of-00001.parquet",
-      "README.md"], "train", ["data/train-00000-of-00002.parquet", "data/train-00001-of-00002.parquet"]),
-    (["train.jsonl", "validation.jsonl", "training_notes.jsonl"], "validation", ["validation.jsonl"]),
-    (["default/train/0000.parquet", "default/test/0000.parquet"], "train", ["default/train/0000.parquet"]),
-    (["texts.jsonl", "more/texts2.parquet"], "train", ["more/texts2.parquet", "texts.jsonl"]),  # no split named: all train
-    (["texts.jsonl"], "test", []),
-])
+@pytest.mark.parametrize(
+    "files, split, expected",
+    [
+        (
+            [
+                "data/train-00000-of-00002.parquet",
+                "data/train-00001-of-00002.parquet",
+                "data/test-00000-of-00001.parquet",
+                "README.md",
+            ],
+            "train",
+            ["data/train-00000-of-00002.parquet", "data/train-00001-of-00002.parquet"],
+        ),
+        (["train.jsonl", "validation.jsonl", "training_notes.jsonl"], "validation", ["validation.jsonl"]),
+        (["default/train/0000.parquet", "default/test/0000.parquet"], "train", ["default/train/0000.parquet"]),
+        (["texts.jsonl", "more/texts2.parquet"], "train", ["more/texts2.parquet", "texts.jsonl"]),  # no split named: all train
+        (["texts.jsonl"], "test", []),
+    ],
+)
 def test_hub_split_files(files, split, expected):
     assert hub_split_files(files, split) == expected
 
@@ -410,10 +508,16 @@ def test_fetch_hub_dataset_takes_the_first_samples(hub, tmp_path):
     assert pq.read_table(tmp_path / "g.parquet").column("text").to_pylist() == ["eins", "", "drei", "vier"]
     assert manifest["source"]["commit"] == hub.commit_of(repo)
     assert (manifest["rows"], manifest["empty_texts"]) == (4, 1)
-    assert json.loads((tmp_path / "g.json").read_text())["files"] == ["data/train-00000-of-00002.parquet",
-                                                                      "data/train-00001-of-00002.parquet"]
-    one = fetch_hub_dataset(HubDataset("g", "bench/germeval", text_field="sentence", samples=2),
-                            tmp_path / "h.parquet", tmp_path / "h.json", retries=0)
+    assert json.loads((tmp_path / "g.json").read_text())["files"] == [
+        "data/train-00000-of-00002.parquet",
+        "data/train-00001-of-00002.parquet",
+    ]
+    one = fetch_hub_dataset(
+        HubDataset("g", "bench/germeval", text_field="sentence", samples=2),
+        tmp_path / "h.parquet",
+        tmp_path / "h.json",
+        retries=0,
+    )
     assert one["files"] == ["data/train-00000-of-00002.parquet"]  # stops downloading once it has enough
 
     with pytest.raises(TokenizerEvalError, match=r"no .parquet/.jsonl files for split 'dev' \(data files: data/test"):
@@ -433,18 +537,31 @@ def with_eval(section: dict, **top) -> dict:
     return config
 
 
-@pytest.mark.parametrize("section, message", [
-    ({"datasets": [{"name": "v", "shards": "validation"}, {"name": "v", "path": "x.txt"}]},
-     "tokenizer_eval.datasets[1].name 'v' is used twice"),
-    ({"datasets": [{"name": "v", "shards": "heldout"}]},
-     "tokenizer_eval.datasets[0].shards is 'heldout'; expected the name of a shard set in corpus.shard_sets (train, validation)"),
-    ({"trained": ["sample_neox", "nope"]},
-     "tokenizer_eval.trained[1] is 'nope'; expected the name of an entry of tokenizers (sample_nanochat, sample_neox)"),
-    ({"references": [{"name": "sample_neox", "path": "a/b"}]},
-     "tokenizer_eval.references[0].name 'sample_neox' is also a trained tokenizer's name"),
-    ({"references": [{"name": "r", "path": "a/b"}, {"name": "r", "path": "c/d"}]},
-     "tokenizer_eval.references[1].name 'r' is used twice"),
-])
+@pytest.mark.parametrize(
+    "section, message",
+    [
+        (
+            {"datasets": [{"name": "v", "shards": "validation"}, {"name": "v", "path": "x.txt"}]},
+            "tokenizer_eval.datasets[1].name 'v' is used twice",
+        ),
+        (
+            {"datasets": [{"name": "v", "shards": "heldout"}]},
+            "tokenizer_eval.datasets[0].shards is 'heldout'; expected the name of a shard set in corpus.shard_sets (train, validation)",
+        ),
+        (
+            {"trained": ["sample_neox", "nope"]},
+            "tokenizer_eval.trained[1] is 'nope'; expected the name of an entry of tokenizers (sample_nanochat, sample_neox)",
+        ),
+        (
+            {"references": [{"name": "sample_neox", "path": "a/b"}]},
+            "tokenizer_eval.references[0].name 'sample_neox' is also a trained tokenizer's name",
+        ),
+        (
+            {"references": [{"name": "r", "path": "a/b"}, {"name": "r", "path": "c/d"}]},
+            "tokenizer_eval.references[1].name 'r' is used twice",
+        ),
+    ],
+)
 def test_config_cross_references(section, message):
     with pytest.raises(ConfigError) as caught:
         validate_config(with_eval(section))
@@ -452,12 +569,21 @@ def test_config_cross_references(section, message):
 
 
 def test_config_defaults_and_a_reference_may_reuse_an_unevaluated_name():
-    config = validate_config(with_eval({"datasets": [{"name": "v", "hub": "a/b"}], "trained": False,
-                                        "references": [{"name": "sample_neox", "path": "a/b"}]}))
+    config = validate_config(
+        with_eval(
+            {"datasets": [{"name": "v", "hub": "a/b"}], "trained": False, "references": [{"name": "sample_neox", "path": "a/b"}]}
+        )
+    )
     section = config["tokenizer_eval"]
     assert section["batch_size"] == 1000
-    assert section["datasets"][0] == {"name": "v", "hub": "a/b", "revision": "main", "split": "train",
-                                      "text_field": "text", "samples": None}
+    assert section["datasets"][0] == {
+        "name": "v",
+        "hub": "a/b",
+        "revision": "main",
+        "split": "train",
+        "text_field": "text",
+        "samples": None,
+    }
     assert section["references"][0]["trust_remote_code"] is False
     bare = default_config()
     bare.pop("tokenizer_eval", None)

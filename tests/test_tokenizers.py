@@ -49,7 +49,9 @@ def trained(tmp_path_factory, sample_dir):
     root = tmp_path_factory.mktemp("tokenizers")
     stats = {}
     for kind in ("nanochat", "neox"):
-        stats[kind] = train_tokenizer(TokenizerSpec(name=f"t_{kind}", kind=kind, vocab_size=VOCAB), train_shards(sample_dir), root / kind)
+        stats[kind] = train_tokenizer(
+            TokenizerSpec(name=f"t_{kind}", kind=kind, vocab_size=VOCAB), train_shards(sample_dir), root / kind
+        )
     return root, stats
 
 
@@ -144,7 +146,9 @@ def test_export_loads_offline_with_bos_eos_pad_right(trained, kind):
     assert tokenizer.encode("Guten Morgen", add_special_tokens=False) == ids[1:]
     assert auto_tokenizer(root / kind, add_bos_token=False).encode("Guten Morgen") == ids[1:]
     # special tokens in text are single tokens
-    assert tokenizer.encode("<|user_start|>Hallo<|user_end|>", add_special_tokens=False)[0] == tokenizer.convert_tokens_to_ids("<|user_start|>")
+    assert tokenizer.encode("<|user_start|>Hallo<|user_end|>", add_special_tokens=False)[0] == tokenizer.convert_tokens_to_ids(
+        "<|user_start|>"
+    )
 
 
 def test_stats_record_what_was_seen(trained, sample_dir):
@@ -199,7 +203,10 @@ def test_vocab_size_below_bytes_and_specials_is_a_config_error(base_config):
     "change, message",
     [
         (lambda t: t.update(kind="sentencepiece"), "tokenizers[0].kind is 'sentencepiece'; expected one of 'nanochat', 'neox'"),
-        (lambda t: t.update(shards="vocab"), "tokenizers[0].shards is 'vocab'; expected the name of a shard set in corpus.shard_sets"),
+        (
+            lambda t: t.update(shards="vocab"),
+            "tokenizers[0].shards is 'vocab'; expected the name of a shard set in corpus.shard_sets",
+        ),
         (lambda t: t.update(vocab_size="big"), "tokenizers[0].vocab_size is 'big' (str); expected integer"),
         (lambda t: t.update(name="Bad Name"), "tokenizers[0].name is 'Bad Name'; expected a name of lowercase letters"),
         (lambda t: t.pop("shards"), "missing key tokenizers[0].shards"),

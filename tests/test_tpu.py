@@ -25,11 +25,11 @@ import threading
 import time
 from pathlib import Path
 
+import gcloud_emulator
 import pytest
 import yaml
-
-import gcloud_emulator
 from conftest import REPO, SAMPLE_DIR
+
 from nanogerman import tpu, tpu_worker
 from nanogerman.config import ConfigError, validate_config
 from nanogerman.job import RunInputs, prepare_job
@@ -41,10 +41,34 @@ pytestmark = pytest.mark.tpu
 PROJECT, ZONE, ACCELERATOR, RUNTIME = "my-project", "europe-west4-a", "v6e-1", "v2-alpha-tpuv6e"
 QR = "nanogerman-v6e-1-europe-west4-a"
 SCOPE = ["--project", PROJECT, "--zone", ZONE]
-SSH = ["gcloud", "compute", "tpus", "tpu-vm", "ssh", QR, *SCOPE, "--worker=all",
-       "--ssh-flag=-oServerAliveInterval=30", "--ssh-flag=-oServerAliveCountMax=4"]
-CREATE = ["gcloud", "compute", "tpus", "queued-resources", "create", QR, "--node-id", QR, *SCOPE,
-          "--accelerator-type", ACCELERATOR, "--runtime-version", RUNTIME, "--spot"]
+SSH = [
+    "gcloud",
+    "compute",
+    "tpus",
+    "tpu-vm",
+    "ssh",
+    QR,
+    *SCOPE,
+    "--worker=all",
+    "--ssh-flag=-oServerAliveInterval=30",
+    "--ssh-flag=-oServerAliveCountMax=4",
+]
+CREATE = [
+    "gcloud",
+    "compute",
+    "tpus",
+    "queued-resources",
+    "create",
+    QR,
+    "--node-id",
+    QR,
+    *SCOPE,
+    "--accelerator-type",
+    ACCELERATOR,
+    "--runtime-version",
+    RUNTIME,
+    "--spot",
+]
 DESCRIBE = ["gcloud", "compute", "tpus", "queued-resources", "describe", QR, *SCOPE, "--format=json"]
 DELETE = ["gcloud", "compute", "tpus", "queued-resources", "delete", QR, *SCOPE, "--force", "--quiet"]
 TPU_SENTINEL = "hf_SENTINEL_tpu_c0ffee"  # an HF_TOKEN in the controller's environment that must reach no worker
@@ -57,22 +81,37 @@ def tpu_config(steps: int, checkpoint_period: int) -> dict:
     The hardware and distributed flags go into extra after validation: a user may not set them
     (the workflow does), but the emulated slice has no TPU, so its MaxText must run on CPU.
     """
-    config = validate_config({
-        "corpus": {"source": "local", "location": str(SAMPLE_DIR), "shard_sets": {"train": "0-3", "validation": 4}},
-        "dataset": {"publish_to": "gs://data/tfds"},
-        "tokenizers": [{"name": "tok", "kind": "nanochat", "vocab_size": 512, "shards": "train"}],
-        "training": {
-            "backend": "tpu",
-            "checkpoint_dir": "gs://ckpt/runs",  # the plan needs gs://; the jobs get the local stand-in bucket
-            "tpu": {"project": PROJECT, "zone": ZONE, "accelerator_type": ACCELERATOR, "runtime_version": RUNTIME,
-                    "poll_seconds": 0.3, "heartbeat_seconds": 0.3},
-            "defaults": {"model": str(REPO / "config" / "models" / "nano-german-tiny.yml"), "learning_rate": 3e-3, "steps": steps,
-                         "global_batch_size": 2, "max_target_length": 64, "checkpoint_period": checkpoint_period, "epochs": 100,
-                         "dtype": "float32",
-                         "extra": {"base_emb_dim": 64, "base_mlp_dim": 128, "head_dim": 16, "grain_worker_count": 0}},
-            "runs": [{"name": "demo", "tokenizer": "tok"}],
-        },
-    })
+    config = validate_config(
+        {
+            "corpus": {"source": "local", "location": str(SAMPLE_DIR), "shard_sets": {"train": "0-3", "validation": 4}},
+            "dataset": {"publish_to": "gs://data/tfds"},
+            "tokenizers": [{"name": "tok", "kind": "nanochat", "vocab_size": 512, "shards": "train"}],
+            "training": {
+                "backend": "tpu",
+                "checkpoint_dir": "gs://ckpt/runs",  # the plan needs gs://; the jobs get the local stand-in bucket
+                "tpu": {
+                    "project": PROJECT,
+                    "zone": ZONE,
+                    "accelerator_type": ACCELERATOR,
+                    "runtime_version": RUNTIME,
+                    "poll_seconds": 0.3,
+                    "heartbeat_seconds": 0.3,
+                },
+                "defaults": {
+                    "model": str(REPO / "config" / "models" / "nano-german-tiny.yml"),
+                    "learning_rate": 3e-3,
+                    "steps": steps,
+                    "global_batch_size": 2,
+                    "max_target_length": 64,
+                    "checkpoint_period": checkpoint_period,
+                    "epochs": 100,
+                    "dtype": "float32",
+                    "extra": {"base_emb_dim": 64, "base_mlp_dim": 128, "head_dim": 16, "grain_worker_count": 0},
+                },
+                "runs": [{"name": "demo", "tokenizer": "tok"}],
+            },
+        }
+    )
     config["training"]["defaults"]["extra"].update(hardware="cpu", skip_jax_distributed_system=True)
     return config
 
@@ -84,11 +123,24 @@ def tiny_inputs(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("inputs")
     tokenizer = root / "tok"
-    train_tokenizer(TokenizerSpec(name="tok", kind="nanochat", vocab_size=512), [SAMPLE_DIR / f"shard_0000{i}.parquet" for i in range(4)],
-                    tokenizer)
+    train_tokenizer(
+        TokenizerSpec(name="tok", kind="nanochat", vocab_size=512),
+        [SAMPLE_DIR / f"shard_0000{i}.parquet" for i in range(4)],
+        tokenizer,
+    )
     dataset = root / "dataset.json"
-    dataset.write_text(json.dumps({"name": "sample", "maxtext": {"dataset_type": "hf", "hf_path": "parquet",
-                                                                  "hf_train_files": str(SAMPLE_DIR / "shard_0000[0-3].parquet")}}))
+    dataset.write_text(
+        json.dumps(
+            {
+                "name": "sample",
+                "maxtext": {
+                    "dataset_type": "hf",
+                    "hf_path": "parquet",
+                    "hf_train_files": str(SAMPLE_DIR / "shard_0000[0-3].parquet"),
+                },
+            }
+        )
+    )
     return tokenizer, dataset
 
 
@@ -107,20 +159,34 @@ class Emulated:
         return gcloud_emulator.recorded_calls(self.state)
 
     def env(self) -> dict:
-        return {"PATH": f"{self.root / 'bin'}{os.pathsep}{os.environ['PATH']}", "GCLOUD_EMULATOR_DIR": str(self.state),
-                "XDG_CACHE_HOME": str(self.root / "cache"), "JAX_PLATFORMS": "cpu"}
+        return {
+            "PATH": f"{self.root / 'bin'}{os.pathsep}{os.environ['PATH']}",
+            "GCLOUD_EMULATOR_DIR": str(self.state),
+            "XDG_CACHE_HOME": str(self.root / "cache"),
+            "JAX_PLATFORMS": "cpu",
+        }
 
     def job(self, config: dict, tiny_inputs) -> dict:
         tokenizer, dataset = tiny_inputs
         out = self.results / "train" / "demo"
-        return {"config": config, "run": "demo", "dataset": str(dataset), "tokenizer": str(tokenizer),
-                "training": {**config["training"], "checkpoint_dir": str(self.bucket)}, "results": str(self.results),
-                "manifest": str(out / "train.json"), "metrics": str(out / "metrics.jsonl")}
+        return {
+            "config": config,
+            "run": "demo",
+            "dataset": str(dataset),
+            "tokenizer": str(tokenizer),
+            "training": {**config["training"], "checkpoint_dir": str(self.bucket)},
+            "results": str(self.results),
+            "manifest": str(out / "train.json"),
+            "metrics": str(out / "metrics.jsonl"),
+        }
 
     def launches(self) -> list[str]:
         """The workers' launch notes (tpu_worker.py's launches.log), from every slice so far."""
-        return [line for path in sorted(self.workers.glob("*/*/nanogerman/runs/*/launches.log"))
-                for line in path.read_text().splitlines()]
+        return [
+            line
+            for path in sorted(self.workers.glob("*/*/nanogerman/runs/*/launches.log"))
+            for line in path.read_text().splitlines()
+        ]
 
 
 @pytest.fixture
@@ -133,16 +199,29 @@ def emulated(tmp_path, monkeypatch):
 
 
 def run_job(job: dict) -> dict:
-    return train_run(plan_run(job["config"], job["run"]), dataset_manifest=job["dataset"], tokenizer_dir=job["tokenizer"],
-                     training=job["training"], results_dir=job["results"], manifest_out=job["manifest"], metrics_out=job["metrics"])
+    return train_run(
+        plan_run(job["config"], job["run"]),
+        dataset_manifest=job["dataset"],
+        tokenizer_dir=job["tokenizer"],
+        training=job["training"],
+        results_dir=job["results"],
+        manifest_out=job["manifest"],
+        metrics_out=job["metrics"],
+    )
 
 
 def run_dir(job: dict) -> Path:
     """<bucket>/<run_name>: where the workers write status records, logs and MaxText's checkpoints."""
     plan = plan_run(job["config"], job["run"])
     inputs = RunInputs.load(job["dataset"], job["tokenizer"], plan.model_path)
-    context = prepare_job(plan, inputs, base_output_directory=checkpoint_base(job["training"], job["results"]), results_dir=job["results"],
-                          tokenizer_path="tokenizers/tok", model_path=Path(plan.model_path).name)
+    context = prepare_job(
+        plan,
+        inputs,
+        base_output_directory=checkpoint_base(job["training"], job["results"]),
+        results_dir=job["results"],
+        tokenizer_path="tokenizers/tok",
+        model_path=Path(plan.model_path).name,
+    )
     return Path(context.base_output_directory) / context.run_name
 
 
@@ -155,8 +234,11 @@ def kinds(calls: list[list[str]]) -> list[str]:
         elif call[4] == "scp":
             found.append("scp")
         else:
-            words = shlex.split(call[-1][len("--command="):])
-            found.append("ssh-" + ("launch" if "launch" in words[3:6] else "setup" if "||" in call[-1] or "(test" in call[-1] else words[0]))
+            words = shlex.split(call[-1][len("--command=") :])
+            found.append(
+                "ssh-"
+                + ("launch" if "launch" in words[3:6] else "setup" if "||" in call[-1] or "(test" in call[-1] else words[0])
+            )
     return found
 
 
@@ -181,24 +263,46 @@ def killed_controller_chain(tmp_path_factory, tiny_inputs):
         folder = tpu_worker.RunFolder(str(run_dir(job)))
         started = time.monotonic()
         with open(project.root / "controller.log", "w") as log_file:
-            controller = subprocess.Popen([sys.executable, str(Path(__file__).with_name("tpu_controller.py")), str(spec)],
-                                          stdout=log_file, stderr=subprocess.STDOUT, env=env)
+            controller = subprocess.Popen(
+                [sys.executable, str(Path(__file__).with_name("tpu_controller.py")), str(spec)],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
             # killed once the workers' record says running and the controller has handled the dropped launch
-            gcloud_emulator.wait_for(lambda: (any(r["state"] == "running" for r in folder.records())
-                                              and "retrying" in (project.root / "controller.log").read_text()) or controller.poll() is not None,
-                                     timeout=1200)
+            gcloud_emulator.wait_for(
+                lambda: (
+                    (
+                        any(r["state"] == "running" for r in folder.records())
+                        and "retrying" in (project.root / "controller.log").read_text()
+                    )
+                    or controller.poll() is not None
+                ),
+                timeout=1200,
+            )
             controller.send_signal(signal.SIGKILL)
             controller.wait()
         first = project.calls()
         was_running = [record["state"] for record in folder.records()]
         manifest = run_job(job)
-        second = project.calls()[len(first):]
+        second = project.calls()[len(first) :]
         Path(job["manifest"]).unlink()
         again = run_job(job)
-        third = project.calls()[len(first) + len(second):]
-        yield {"project": project, "job": job, "first": first, "second": second, "third": third, "manifest": manifest,
-               "again": again, "was_running": was_running, "launches": project.launches(), "folder": folder,
-               "log": (project.root / "controller.log").read_text(), "seconds": time.monotonic() - started}
+        third = project.calls()[len(first) + len(second) :]
+        yield {
+            "project": project,
+            "job": job,
+            "first": first,
+            "second": second,
+            "third": third,
+            "manifest": manifest,
+            "again": again,
+            "was_running": was_running,
+            "launches": project.launches(),
+            "folder": folder,
+            "log": (project.root / "controller.log").read_text(),
+            "seconds": time.monotonic() - started,
+        }
     finally:
         gcloud_emulator.cleanup(project.state)
         for name, value in saved.items():
@@ -215,13 +319,34 @@ def test_normal_launch_creates_copies_installs_and_launches_detached(killed_cont
     tokenizer = job["tokenizer"]
     assert first[:3] == [DESCRIBE, CREATE, DESCRIBE]
     assert kinds(first[3:8]) == ["ssh-mkdir", "scp", "scp", "ssh-setup", "ssh-launch"]
-    assert first[4] == ["gcloud", "compute", "tpus", "tpu-vm", "scp", str(REPO / "config" / "models" / "nano-german-tiny.yml"),
-                        str(REPO / "envs" / "tpu-requirements.txt"), tpu_worker.__file__, f"{QR}:nanogerman/", *SCOPE, "--worker=all"]
-    assert first[5] == ["gcloud", "compute", "tpus", "tpu-vm", "scp", tokenizer, f"{QR}:nanogerman/tokenizers/", *SCOPE,
-                        "--worker=all", "--recurse"]
+    assert first[4] == [
+        "gcloud",
+        "compute",
+        "tpus",
+        "tpu-vm",
+        "scp",
+        str(REPO / "config" / "models" / "nano-german-tiny.yml"),
+        str(REPO / "envs" / "tpu-requirements.txt"),
+        tpu_worker.__file__,
+        f"{QR}:nanogerman/",
+        *SCOPE,
+        "--worker=all",
+    ]
+    assert first[5] == [
+        "gcloud",
+        "compute",
+        "tpus",
+        "tpu-vm",
+        "scp",
+        tokenizer,
+        f"{QR}:nanogerman/tokenizers/",
+        *SCOPE,
+        "--worker=all",
+        "--recurse",
+    ]
     launch = first[7]
     assert launch[:-1] == SSH
-    words = shlex.split(launch[-1][len("--command="):])  # as the workers' shell splits it: each value one word
+    words = shlex.split(launch[-1][len("--command=") :])  # as the workers' shell splits it: each value one word
     run_folder = str(run_dir(job))
     assert words[:8] == ["cd", "nanogerman", "&&", "venv/bin/python", "tpu_worker.py", "launch", run_folder, words[7]]
     assert words[8:11] == ["0.3", "--", "env"] and words[11:14] == ["venv/bin/python", "-m", "maxtext.trainers.pre_train.train"]
@@ -236,7 +361,13 @@ def test_ssh_drop_on_an_active_slice_reattaches_without_deleting(killed_controll
     first = chain["first"]
     assert first[8] == DESCRIBE  # after the dropped launch: is the slice there? ACTIVE: retry, delete nothing
     assert DELETE not in first and first.count(CREATE) == 1
-    assert set(kinds(first[9:])) <= {"describe", "ssh-mkdir", "scp", "ssh-setup", "ssh-launch"}  # attached (or launched again: a no-op)
+    assert set(kinds(first[9:])) <= {
+        "describe",
+        "ssh-mkdir",
+        "scp",
+        "ssh-setup",
+        "ssh-launch",
+    }  # attached (or launched again: a no-op)
     assert "launching the training: ssh exit code 255, queued resource still ACTIVE; retrying" in chain["log"]
 
 
@@ -287,9 +418,18 @@ def test_preemption_recreates_the_slice_and_resumes_from_the_checkpoint(emulated
     calls = kinds(emulated.calls())
     launches = [index for index, kind in enumerate(calls) if kind == "ssh-launch"]
     assert len(launches) == 2 and calls[:3] == ["describe", "create", "describe"]
-    between = calls[launches[0] + 1:launches[1]]  # watching, SUSPENDED: delete, create, set up the new slice again
-    assert set(between[:between.index("delete")]) == {"describe"}
-    assert between[between.index("delete"):] == ["delete", "describe", "create", "describe", "ssh-mkdir", "scp", "scp", "ssh-setup"]
+    between = calls[launches[0] + 1 : launches[1]]  # watching, SUSPENDED: delete, create, set up the new slice again
+    assert set(between[: between.index("delete")]) == {"describe"}
+    assert between[between.index("delete") :] == [
+        "delete",
+        "describe",
+        "create",
+        "describe",
+        "ssh-mkdir",
+        "scp",
+        "scp",
+        "ssh-setup",
+    ]
     assert calls[-1] == "delete" and calls.count("create") == 2
     assert manifest["preemptions"] == 1 and manifest["attempts"] == 2
     restored = manifest["resumed_from_step"]
@@ -297,8 +437,8 @@ def test_preemption_recreates_the_slice_and_resumes_from_the_checkpoint(emulated
     assert manifest["final_step"] == 59 and manifest["checkpoint_step"] == 59
     steps = [json.loads(line)["step"] for line in Path(job["metrics"]).read_text().splitlines()]
     after = list(range(restored + 1, 60))
-    assert steps[-len(after):] == after  # every step after the restored checkpoint, retrained and logged
-    before = steps[:len(steps) - len(after)]
+    assert steps[-len(after) :] == after  # every step after the restored checkpoint, retrained and logged
+    before = steps[: len(steps) - len(after)]
     # the steps the workers uploaded before the VM died; lines printed after the last upload went with it
     assert before == list(range(len(before))) and len(before) >= restored - 1
     assert len([line for line in emulated.launches() if ": started (pid" in line]) == 2
@@ -308,8 +448,18 @@ def test_preemption_recreates_the_slice_and_resumes_from_the_checkpoint(emulated
 
 
 def test_creation_failure_is_one_line_and_nothing_is_retried(emulated, tiny_inputs):
-    gcloud_emulator.configure(emulated.state, script={"create": [{"rc": 1, "stderr": "Creating queued resource...\nERROR: "
-        "(gcloud.compute.tpus.queued-resources.create) INVALID_ARGUMENT: Runtime version v2-alpha-tpuv6e is not supported\n"}]})
+    gcloud_emulator.configure(
+        emulated.state,
+        script={
+            "create": [
+                {
+                    "rc": 1,
+                    "stderr": "Creating queued resource...\nERROR: "
+                    "(gcloud.compute.tpus.queued-resources.create) INVALID_ARGUMENT: Runtime version v2-alpha-tpuv6e is not supported\n",
+                }
+            ]
+        },
+    )
     job = emulated.job(tpu_config(steps=2, checkpoint_period=2), tiny_inputs)
     with pytest.raises(tpu.TpuError) as caught:
         run_job(job)
@@ -321,8 +471,18 @@ def test_creation_failure_is_one_line_and_nothing_is_retried(emulated, tiny_inpu
 
 
 def test_quota_error_on_create_names_the_slice_and_zone(emulated, tiny_inputs):
-    gcloud_emulator.configure(emulated.state, script={"create": [{"rc": 1, "stderr": "ERROR: (gcloud.compute.tpus.queued-resources."
-        "create) RESOURCE_EXHAUSTED: Quota 'TPUV6E_SPOT_CHIPS' exceeded. Limit: 0.0 in region europe-west4.\n"}]})
+    gcloud_emulator.configure(
+        emulated.state,
+        script={
+            "create": [
+                {
+                    "rc": 1,
+                    "stderr": "ERROR: (gcloud.compute.tpus.queued-resources."
+                    "create) RESOURCE_EXHAUSTED: Quota 'TPUV6E_SPOT_CHIPS' exceeded. Limit: 0.0 in region europe-west4.\n",
+                }
+            ]
+        },
+    )
     with pytest.raises(tpu.QuotaError) as caught:
         run_job(emulated.job(tpu_config(steps=2, checkpoint_period=2), tiny_inputs))
     message = str(caught.value)
@@ -332,8 +492,9 @@ def test_quota_error_on_create_names_the_slice_and_zone(emulated, tiny_inputs):
 
 
 def test_quota_failure_while_queued_is_not_retried(emulated, tiny_inputs):
-    gcloud_emulator.configure(emulated.state, provisioning=["WAITING_FOR_RESOURCES"], final="FAILED",
-                              failed="Quota limit 'TPUV6E' exceeded for project")
+    gcloud_emulator.configure(
+        emulated.state, provisioning=["WAITING_FOR_RESOURCES"], final="FAILED", failed="Quota limit 'TPUV6E' exceeded for project"
+    )
     with pytest.raises(tpu.QuotaError, match="Quota limit 'TPUV6E' exceeded"):
         run_job(emulated.job(tpu_config(steps=2, checkpoint_period=2), tiny_inputs))
     assert emulated.calls() == [DESCRIBE, CREATE, DESCRIBE, DESCRIBE, DELETE, DELETE]
@@ -355,8 +516,9 @@ def test_an_unreadable_status_record_is_one_line_naming_it(emulated, tiny_inputs
     record.write_text('{"state": "running", "step": 1')  # torn
     with pytest.raises(tpu.TpuError) as caught:
         run_job(job)
-    assert str(caught.value) == (f"{record}: unreadable status record (Expecting ',' delimiter); "
-                                 "delete it and rerun the job (the workers rewrite it)")
+    assert str(caught.value) == (
+        f"{record}: unreadable status record (Expecting ',' delimiter); delete it and rerun the job (the workers rewrite it)"
+    )
     assert emulated.calls() == []
 
 
@@ -374,20 +536,30 @@ def test_a_second_controller_of_the_same_run_says_who_holds_it(emulated, tiny_in
 def test_the_stop_command_stops_a_detached_run_and_deletes_the_slice(emulated):
     """`python -m nanogerman.tpu stop …` (the README's command) on a worker running a stand-in training that never ends."""
     target = tpu.TpuTarget(QR, PROJECT, ZONE, ACCELERATOR, RUNTIME)
-    resource = tpu.QueuedResource(target, {"wait_timeout_minutes": 1, "max_restarts": 0, "poll_seconds": 0}, on_line=lambda line: None)
+    resource = tpu.QueuedResource(
+        target, {"wait_timeout_minutes": 1, "max_restarts": 0, "poll_seconds": 0}, on_line=lambda line: None
+    )
     resource.ensure_active()
     folder = str(emulated.bucket / "forever-0123abcd")
     resource.remote("mkdir -p nanogerman && python3 -m uv venv --python 3.12 nanogerman/venv", what="venv")
     resource.copy([tpu_worker.__file__], "nanogerman/", what="copy")
     forever = ["venv/bin/python", "-c", "import time\nprint('completed step: 0', flush=True)\ntime.sleep(600)"]
-    resource.remote("cd nanogerman && " + shlex.join(["venv/bin/python", "tpu_worker.py", "launch", folder, "1", "0.2", "--", *forever]),
-                    what="launch")
+    resource.remote(
+        "cd nanogerman && " + shlex.join(["venv/bin/python", "tpu_worker.py", "launch", folder, "1", "0.2", "--", *forever]),
+        what="launch",
+    )
     gcloud_emulator.wait_for(lambda: any(r["step"] == 0 for r in tpu_worker.RunFolder(folder).records()), timeout=60)
-    result = subprocess.run([sys.executable, "-m", "nanogerman.tpu", "stop", QR, "--project", PROJECT, "--zone", ZONE, "--run-dir", folder],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "nanogerman.tpu", "stop", QR, "--project", PROJECT, "--zone", ZONE, "--run-dir", folder],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert "nanogerman-worker 0: stopping (pid" in result.stdout
-    records = gcloud_emulator.wait_for(lambda: [r for r in tpu_worker.RunFolder(folder).records() if r["state"] != "running"], timeout=30)
+    records = gcloud_emulator.wait_for(
+        lambda: [r for r in tpu_worker.RunFolder(folder).records() if r["state"] != "running"], timeout=30
+    )
     assert [(r["state"], r["exit_code"]) for r in records] == [("stopped", -signal.SIGTERM)]
     assert emulated.calls()[-1] == DELETE and not (emulated.state / "qr" / f"{QR}.json").exists()
 
@@ -401,8 +573,7 @@ def test_status_records_round_trip_through_the_gcs_emulator(gcs_emulator):
     folder.write_text("status/0.json", json.dumps(record))
     folder.write_text("log/0/1-000001.txt", "completed step: 3\n")
     assert folder.records() == [record] and folder.list("log/0") == ["1-000001.txt"]
-    assert run_verdict(folder.records(), now=calendar.timegm((2026, 11, 30, 10, 0, 30)),
-                       stale_seconds=60) == "running"
+    assert run_verdict(folder.records(), now=calendar.timegm((2026, 11, 30, 10, 0, 30)), stale_seconds=60) == "running"
 
 
 def test_run_verdicts():
@@ -416,7 +587,9 @@ def test_run_verdicts():
     assert run_verdict([record("succeeded"), record("failed", "1")], now=now, stale_seconds=60) == "failed"
     assert run_verdict([record("running")], now=now + 61, stale_seconds=60) == "stale"
     assert run_verdict([record("interrupted"), record("running", "1")], now=now, stale_seconds=60) == "interrupted"
-    assert run_verdict([record("failed", attempt="1"), record("running", "1", attempt="2")], now=now, stale_seconds=60) == "running"
+    assert (
+        run_verdict([record("failed", attempt="1"), record("running", "1", attempt="2")], now=now, stale_seconds=60) == "running"
+    )
 
 
 @pytest.mark.slow
@@ -427,16 +600,30 @@ def test_no_token_reaches_a_gcloud_argument_or_a_remote_command(killed_controlle
     remote = [call[-1] for call in calls if call[4] == "ssh"]
     assert len(remote) >= 4 and any("maxtext.trainers.pre_train.train" in command for command in remote)
     assert all(TPU_SENTINEL not in argument for call in calls for argument in call)
-    assert not any(word.startswith(("HF_TOKEN=", "HUGGING_FACE_HUB_TOKEN=", "hf_access_token="))
-                   for command in remote for word in shlex.split(command[len("--command="):]))
+    assert not any(
+        word.startswith(("HF_TOKEN=", "HUGGING_FACE_HUB_TOKEN=", "hf_access_token="))
+        for command in remote
+        for word in shlex.split(command[len("--command=") :])
+    )
     outputs = [Path(chain["job"]["manifest"]), Path(chain["job"]["metrics"]), chain["project"].root / "controller.log"]
     assert all(TPU_SENTINEL not in path.read_text() for path in outputs)
 
 
 def test_decisions():
-    assert [tpu.provisioning_action(state) for state in (None, "ACCEPTED", "WAITING_FOR_RESOURCES", "PROVISIONING", "ACTIVE",
-                                                          "SUSPENDING", "SUSPENDED", "FAILED", "DELETING")] == [
-        "create", "wait", "wait", "wait", "ready", "recreate", "recreate", "recreate", "wait"]
+    assert [
+        tpu.provisioning_action(state)
+        for state in (
+            None,
+            "ACCEPTED",
+            "WAITING_FOR_RESOURCES",
+            "PROVISIONING",
+            "ACTIVE",
+            "SUSPENDING",
+            "SUSPENDED",
+            "FAILED",
+            "DELETING",
+        )
+    ] == ["create", "wait", "wait", "wait", "ready", "recreate", "recreate", "recreate", "wait"]
     assert tpu.outcome_action(0, "ACTIVE") == "done"
     assert tpu.outcome_action(1, "ACTIVE") == "failed"
     assert tpu.outcome_action(255, "ACTIVE") == "dropped"
@@ -445,16 +632,41 @@ def test_decisions():
 
 
 def test_argument_lists_quote_nothing_and_choose_the_provisioning_flag():
-    target = tpu.TpuTarget.from_settings({"project": "p", "zone": "us-central2-b", "accelerator_type": "v4-32",
-                                          "runtime_version": "v2-alpha-tpuv4-pod", "provisioning": "on-demand", "name_prefix": "nanogerman"})
+    target = tpu.TpuTarget.from_settings(
+        {
+            "project": "p",
+            "zone": "us-central2-b",
+            "accelerator_type": "v4-32",
+            "runtime_version": "v2-alpha-tpuv4-pod",
+            "provisioning": "on-demand",
+            "name_prefix": "nanogerman",
+        }
+    )
     assert target.name == "nanogerman-v4-32-us-central2-b"
     assert tpu.create_args(target)[-4:] == ["--accelerator-type", "v4-32", "--runtime-version", "v2-alpha-tpuv4-pod"]
     reserved = tpu.TpuTarget(**{**target.__dict__, "provisioning": "reserved"})
     assert tpu.create_args(reserved)[-1] == "--reserved"
     command = tpu.launch_command("gs://b/r x", "0001", 60, ["m.yml", "x=a b", "y=$(rm -rf ~)"], env={"A": "1 2"})
-    assert shlex.split(command) == ["cd", "nanogerman", "&&", "venv/bin/python", "tpu_worker.py", "launch", "gs://b/r x", "0001", "60",
-                                    "--", "env", "A=1 2", "venv/bin/python", "-m", "maxtext.trainers.pre_train.train", "m.yml", "x=a b",
-                                    "y=$(rm -rf ~)"]
+    assert shlex.split(command) == [
+        "cd",
+        "nanogerman",
+        "&&",
+        "venv/bin/python",
+        "tpu_worker.py",
+        "launch",
+        "gs://b/r x",
+        "0001",
+        "60",
+        "--",
+        "env",
+        "A=1 2",
+        "venv/bin/python",
+        "-m",
+        "maxtext.trainers.pre_train.train",
+        "m.yml",
+        "x=a b",
+        "y=$(rm -rf ~)",
+    ]
 
 
 def test_a_tpu_run_needs_a_published_dataset():
@@ -462,8 +674,10 @@ def test_a_tpu_run_needs_a_published_dataset():
     config["dataset"]["publish_to"] = None
     with pytest.raises(ConfigError) as caught:
         validate_config(config)
-    assert str(caught.value) == ("config error: dataset.publish_to is null; the tpu backend's workers read the dataset from Cloud Storage: "
-                                 "set dataset.publish_to to a gs://bucket/prefix")
+    assert str(caught.value) == (
+        "config error: dataset.publish_to is null; the tpu backend's workers read the dataset from Cloud Storage: "
+        "set dataset.publish_to to a gs://bucket/prefix"
+    )
 
 
 def test_worker_requirements_are_the_lock_file_pins():
@@ -476,10 +690,13 @@ def test_worker_requirements_are_the_lock_file_pins():
     locked = dict(line.split("==") for line in lock.splitlines() if "==" in line)
     assert pins["maxtext"] == locked["maxtext"] and pins["jax"] == locked["jax"] and "libtpu" in pins
     assert "torch" not in pins and "snakemake" not in pins and "lm_eval" not in pins
+
     def normalize(name):
         return re.sub(r"[-_.]+", "-", name).lower()
 
-    runtime = [normalize(line.split(">=")[0].split("==")[0]) for line in runtime_text.splitlines() if line and not line.startswith("#")]
+    runtime = [
+        normalize(line.split(">=")[0].split("==")[0]) for line in runtime_text.splitlines() if line and not line.startswith("#")
+    ]
     normalized = {normalize(name) for name in pins}
     missing = [name for name in runtime if name not in normalized]
     assert not missing, f"MaxText runtime dependencies left off the workers: {missing}"
@@ -509,8 +726,17 @@ def test_the_tpu_profile_selects_the_tpu_backend_and_serializes_slices(tmp_path,
     """A dry run of the seed's config with profiles/tpu: fit jobs, tpu_pod=1 on every slice job."""
     config = validate_config(yaml.safe_load((repo / "config" / "nano-german.yaml").read_text()))
     assert config["training"]["backend"] == "local"  # the profile, not the config, chooses the tpu backend
-    result = snakemake_run(tmp_path, None, "-n", "--profile", str(repo / "profiles" / "tpu"), "--configfile",
-                           str(repo / "config" / "nano-german.yaml"), "--quiet", "rules")
+    result = snakemake_run(
+        tmp_path,
+        None,
+        "-n",
+        "--profile",
+        str(repo / "profiles" / "tpu"),
+        "--configfile",
+        str(repo / "config" / "nano-german.yaml"),
+        "--quiet",
+        "rules",
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     for rule, count in (("train_run", 6), ("train_fit", 6), ("train_smoke", 2)):

@@ -18,15 +18,21 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO, VENV_BIN, default_config, run_snakemake, set_key
-from nanogerman.config import ConfigError, validate_config
+
 from nanogerman import training
-from nanogerman.resume import recorded_through
+from nanogerman.config import ConfigError, validate_config
 from nanogerman.job import committed_steps, config_hash, maxtext_train_args, padded_vocab
 from nanogerman.metrics import dedupe_steps, parse_step_line, read_jsonl, summarize_metrics
+from nanogerman.resume import recorded_through
 from nanogerman.training import (
-    TrainingError, accelerator_devices, batch_geometry, merged_settings, parse_memory_analysis, parse_oom, plan_run,
+    TrainingError,
+    accelerator_devices,
+    batch_geometry,
+    merged_settings,
+    parse_memory_analysis,
+    parse_oom,
+    plan_run,
 )
 
 TINY = str(REPO / "config" / "models" / "nano-german-tiny.yml")
@@ -64,24 +70,31 @@ def test_settings_layers_run_over_defaults_over_builtins():
     assert settings["packing"] is True and settings["vocab_multiple"] == 128  # built-in defaults
 
 
-@pytest.mark.parametrize("settings, devices, expected", [
-    ({"global_batch_size": 1024, "gradient_accumulation_steps": 4}, 8, (32, 4, 1024)),   # the seed's v6e-8 run
-    ({"global_batch_size": 1024, "gradient_accumulation_steps": 2}, 16, (32, 2, 1024)),  # the seed's v4-32 runs
-    ({"per_device_batch_size": 8, "gradient_accumulation_steps": 1}, 1, (8, 1, 8)),
-    ({"per_device_batch_size": 8, "global_batch_size": 16, "gradient_accumulation_steps": 2}, 1, (8, 2, 16)),
-])
+@pytest.mark.parametrize(
+    "settings, devices, expected",
+    [
+        ({"global_batch_size": 1024, "gradient_accumulation_steps": 4}, 8, (32, 4, 1024)),  # the seed's v6e-8 run
+        ({"global_batch_size": 1024, "gradient_accumulation_steps": 2}, 16, (32, 2, 1024)),  # the seed's v4-32 runs
+        ({"per_device_batch_size": 8, "gradient_accumulation_steps": 1}, 1, (8, 1, 8)),
+        ({"per_device_batch_size": 8, "global_batch_size": 16, "gradient_accumulation_steps": 2}, 1, (8, 2, 16)),
+    ],
+)
 def test_batch_geometry(settings, devices, expected):
     assert batch_geometry(settings, devices, "training.runs[0]") == expected
 
 
 def test_batch_geometry_errors_are_one_line():
     with pytest.raises(TrainingError, match=r"^config error: training.runs\[0\].per_device_batch_size 4 disagrees"):
-        batch_geometry({"per_device_batch_size": 4, "global_batch_size": 16, "gradient_accumulation_steps": 1}, 1, "training.runs[0]")
+        batch_geometry(
+            {"per_device_batch_size": 4, "global_batch_size": 16, "gradient_accumulation_steps": 1}, 1, "training.runs[0]"
+        )
     with pytest.raises(TrainingError, match="sets neither global_batch_size nor per_device_batch_size"):
         batch_geometry({"gradient_accumulation_steps": 1}, 1, "training.runs[0]")
 
 
-@pytest.mark.parametrize("name", ["v4-8", "v4-32", "v5p-8", "v5p-128", "v6e-1", "v6e-8", "v6e-256", "v5litepod-16", "v5litepod-4"])
+@pytest.mark.parametrize(
+    "name", ["v4-8", "v4-32", "v5p-8", "v5p-128", "v6e-1", "v6e-8", "v6e-256", "v5litepod-16", "v5litepod-4"]
+)
 def test_device_counts_match_maxtext(name):
     from maxtext.utils.accelerator_to_spec_map import get_system_characteristics
 
@@ -94,46 +107,104 @@ def test_vocab_is_rounded_up_to_the_multiple():
 
 
 MALFORMED_TRAINING = [
-    ("unknown tokenizer", set_key(["training", "runs", 0, "tokenizer"], "sample_bpe"),
-     "config error: training.runs[0].tokenizer is 'sample_bpe'; expected the name of an entry in tokenizers (sample_nanochat, sample_neox)"),
-    ("batch not divisible", lambda c: c["training"]["defaults"].update(global_batch_size=10, per_device_batch_size=None,
-                                                                      gradient_accumulation_steps=4),
-     "config error: training.runs[0].global_batch_size 10 is not divisible by devices x gradient_accumulation_steps = 1 x 4 = 4; "
-     "change global_batch_size or gradient_accumulation_steps"),
-    ("zero learning rate", set_key(["training", "defaults", "learning_rate"], 0),
-     "config error: training.defaults.learning_rate is 0: 0 is less than or equal to the minimum of 0 (expected the peak learning rate (a finite number > 0 and < 1))"),
-    ("negative learning rate in a run", set_key(["training", "runs", 1, "learning_rate"], -1e-3),
-     "config error: training.runs[1].learning_rate is -0.001: -0.001 is less than or equal to the minimum of 0 (expected the peak learning rate (a finite number > 0 and < 1))"),
-    ("nan learning rate", set_key(["training", "defaults", "learning_rate"], float("nan")),
-     "config error: training.defaults.learning_rate is nan; expected a number"),
-    ("infinite learning rate", set_key(["training", "defaults", "learning_rate"], float("inf")),
-     "config error: training.defaults.learning_rate is inf: inf is greater than or equal to the maximum of 1"),
-    ("huge learning rate in a run", set_key(["training", "runs", 0, "learning_rate"], 1e9),
-     "config error: training.runs[0].learning_rate is 1000000000.0: 1000000000.0 is greater than or equal to the maximum of 1"),
-    ("a trillion steps", set_key(["training", "defaults", "steps"], 10**12),
-     "config error: training.defaults.steps is 1000000000000: 1000000000000 is greater than the maximum of 10000000"),
-    ("huge per-device batch", set_key(["training", "defaults", "per_device_batch_size"], 10**6),
-     "config error: training.defaults.per_device_batch_size is 1000000: 1000000 is greater than the maximum of 65536"),
-    ("huge global batch", lambda c: c["training"]["runs"][1].update(global_batch_size=2**21),
-     "config error: training.runs[1].global_batch_size is 2097152: 2097152 is greater than the maximum of 1048576"),
-    ("huge context", set_key(["training", "defaults", "max_target_length"], 2**21),
-     "config error: training.defaults.max_target_length is 2097152: 2097152 is greater than the maximum of 1048576"),
-    ("extra sets steps", set_key(["training", "runs", 0, "extra"], {"steps": 5}),
-     "config error: training.runs[0].extra.steps is a setting the workflow makes itself; use steps instead"),
-    ("extra sets a path", set_key(["training", "defaults", "extra"], {"base_output_directory": "/tmp/x"}),
-     "config error: training.defaults.extra.base_output_directory is a setting the workflow makes itself; use training.checkpoint_dir instead"),
-    ("extra interpolates", set_key(["training", "defaults", "extra"], {"run_note": "${oc.env:HF_TOKEN}"}),
-     "config error: training.defaults.extra.run_note is '${oc.env:HF_TOKEN}': '${' would be read as an interpolation"),
-    ("misspelled setting", set_key(["training", "runs", 0, "learning_rat"], 1e-3),
-     "config error: unknown key training.runs[0].learning_rat; allowed keys here:"),
-    ("duplicate run", lambda c: c["training"]["runs"].append(dict(c["training"]["runs"][0])),
-     "config error: training.runs[2].name 'tiny_nanochat' is used twice; names must be unique"),
-    ("no steps", lambda c: c["training"]["defaults"].pop("steps"),
-     "config error: training.runs[0] (tiny_nanochat) has no steps; set it there or in training.defaults"),
-    ("missing model file", set_key(["training", "defaults", "model"], "config/models/nope.yml"),
-     "config error: training.runs[0] (tiny_nanochat): model file 'config/models/nope.yml' not found"),
-    ("bad accelerator", set_key(["training", "tpu"], {"accelerator_type": "v9-8"}),
-     "config error: training.tpu.accelerator_type is 'v9-8'; expected the Cloud TPU type"),
+    (
+        "unknown tokenizer",
+        set_key(["training", "runs", 0, "tokenizer"], "sample_bpe"),
+        "config error: training.runs[0].tokenizer is 'sample_bpe'; expected the name of an entry in tokenizers (sample_nanochat, sample_neox)",
+    ),
+    (
+        "batch not divisible",
+        lambda c: c["training"]["defaults"].update(
+            global_batch_size=10, per_device_batch_size=None, gradient_accumulation_steps=4
+        ),
+        "config error: training.runs[0].global_batch_size 10 is not divisible by devices x gradient_accumulation_steps = 1 x 4 = 4; "
+        "change global_batch_size or gradient_accumulation_steps",
+    ),
+    (
+        "zero learning rate",
+        set_key(["training", "defaults", "learning_rate"], 0),
+        "config error: training.defaults.learning_rate is 0: 0 is less than or equal to the minimum of 0 (expected the peak learning rate (a finite number > 0 and < 1))",
+    ),
+    (
+        "negative learning rate in a run",
+        set_key(["training", "runs", 1, "learning_rate"], -1e-3),
+        "config error: training.runs[1].learning_rate is -0.001: -0.001 is less than or equal to the minimum of 0 (expected the peak learning rate (a finite number > 0 and < 1))",
+    ),
+    (
+        "nan learning rate",
+        set_key(["training", "defaults", "learning_rate"], float("nan")),
+        "config error: training.defaults.learning_rate is nan; expected a number",
+    ),
+    (
+        "infinite learning rate",
+        set_key(["training", "defaults", "learning_rate"], float("inf")),
+        "config error: training.defaults.learning_rate is inf: inf is greater than or equal to the maximum of 1",
+    ),
+    (
+        "huge learning rate in a run",
+        set_key(["training", "runs", 0, "learning_rate"], 1e9),
+        "config error: training.runs[0].learning_rate is 1000000000.0: 1000000000.0 is greater than or equal to the maximum of 1",
+    ),
+    (
+        "a trillion steps",
+        set_key(["training", "defaults", "steps"], 10**12),
+        "config error: training.defaults.steps is 1000000000000: 1000000000000 is greater than the maximum of 10000000",
+    ),
+    (
+        "huge per-device batch",
+        set_key(["training", "defaults", "per_device_batch_size"], 10**6),
+        "config error: training.defaults.per_device_batch_size is 1000000: 1000000 is greater than the maximum of 65536",
+    ),
+    (
+        "huge global batch",
+        lambda c: c["training"]["runs"][1].update(global_batch_size=2**21),
+        "config error: training.runs[1].global_batch_size is 2097152: 2097152 is greater than the maximum of 1048576",
+    ),
+    (
+        "huge context",
+        set_key(["training", "defaults", "max_target_length"], 2**21),
+        "config error: training.defaults.max_target_length is 2097152: 2097152 is greater than the maximum of 1048576",
+    ),
+    (
+        "extra sets steps",
+        set_key(["training", "runs", 0, "extra"], {"steps": 5}),
+        "config error: training.runs[0].extra.steps is a setting the workflow makes itself; use steps instead",
+    ),
+    (
+        "extra sets a path",
+        set_key(["training", "defaults", "extra"], {"base_output_directory": "/tmp/x"}),
+        "config error: training.defaults.extra.base_output_directory is a setting the workflow makes itself; use training.checkpoint_dir instead",
+    ),
+    (
+        "extra interpolates",
+        set_key(["training", "defaults", "extra"], {"run_note": "${oc.env:HF_TOKEN}"}),
+        "config error: training.defaults.extra.run_note is '${oc.env:HF_TOKEN}': '${' would be read as an interpolation",
+    ),
+    (
+        "misspelled setting",
+        set_key(["training", "runs", 0, "learning_rat"], 1e-3),
+        "config error: unknown key training.runs[0].learning_rat; allowed keys here:",
+    ),
+    (
+        "duplicate run",
+        lambda c: c["training"]["runs"].append(dict(c["training"]["runs"][0])),
+        "config error: training.runs[2].name 'tiny_nanochat' is used twice; names must be unique",
+    ),
+    (
+        "no steps",
+        lambda c: c["training"]["defaults"].pop("steps"),
+        "config error: training.runs[0] (tiny_nanochat) has no steps; set it there or in training.defaults",
+    ),
+    (
+        "missing model file",
+        set_key(["training", "defaults", "model"], "config/models/nope.yml"),
+        "config error: training.runs[0] (tiny_nanochat): model file 'config/models/nope.yml' not found",
+    ),
+    (
+        "bad accelerator",
+        set_key(["training", "tpu"], {"accelerator_type": "v9-8"}),
+        "config error: training.tpu.accelerator_type is 'v9-8'; expected the Cloud TPU type",
+    ),
 ]
 
 
@@ -160,8 +231,16 @@ def test_a_bad_run_stops_snakemake_before_any_job_with_one_line(tmp_path, base_c
 def test_maxtext_arguments_for_a_cpu_run():
     plan = plan_run(validate_config(default_config()), "tiny_neox")
     data = {"dataset_type": "tfds", "dataset_path": "/d", "dataset_name": "n:1.0.0", "train_split": "train", "eval_split": None}
-    args = maxtext_train_args(plan, model_path=TINY, run_name="tiny_neox-0123abcd", base_output_directory="/ckpt",
-                              tokenizer_path="/tok", vocab_size=2048, data=data, metrics_file="/m.jsonl")
+    args = maxtext_train_args(
+        plan,
+        model_path=TINY,
+        run_name="tiny_neox-0123abcd",
+        base_output_directory="/ckpt",
+        tokenizer_path="/tok",
+        vocab_size=2048,
+        data=data,
+        metrics_file="/m.jsonl",
+    )
     assert args[0] == TINY
     pairs = dict(arg.split("=", 1) for arg in args[1:])
     assert len(pairs) == len(args) - 1  # no key twice
@@ -186,8 +265,13 @@ def test_config_hash_follows_the_weights_not_the_bookkeeping():
 
 def test_metrics_keep_the_last_record_of_each_step(tmp_path):
     path = tmp_path / "m.jsonl"
-    lines = [{"step": 0.0, "learning/loss": 8.0}, {"step": 1.0, "learning/loss": 7.0}, {"step": 2.0, "learning/loss": 6.9},
-             {"step": 2.0, "learning/loss": 6.5}, {"step": 3.0, "learning/loss": 6.0}]
+    lines = [
+        {"step": 0.0, "learning/loss": 8.0},
+        {"step": 1.0, "learning/loss": 7.0},
+        {"step": 2.0, "learning/loss": 6.9},
+        {"step": 2.0, "learning/loss": 6.5},
+        {"step": 3.0, "learning/loss": 6.0},
+    ]
     path.write_text("".join(json.dumps(line) + "\n" for line in lines) + '{"step": 4.0, "learning/lo')  # killed mid-write
     records = dedupe_steps(read_jsonl(path))
     assert [record["step"] for record in records] == [0, 1, 2, 3]
@@ -195,17 +279,26 @@ def test_metrics_keep_the_last_record_of_each_step(tmp_path):
 
 
 def test_step_lines_parse():
-    line = ("I1128 22:20:44.304325 140571120454528 metric_logger.py:265] completed step: 39, seconds: 0.115, "
-            "TFLOP/s/device: 0.013, Tokens/s/device: 8928.883, total_weights: 1024, loss: 5.920, lm_loss: 5.920, perplexity: 372.348")
-    assert parse_step_line(line) == {"step": 39, "learning/loss": 5.92, "learning/total_weights": 1024.0,
-                                     "perf/step_time_seconds": 0.115, "perf/per_device_tokens_per_sec": 8928.883}
-    assert parse_step_line("completed step: 3, seconds: 1.000, total_weights: 16, loss: nan, lm_loss: 0") ["learning/loss"] != 0
+    line = (
+        "I1128 22:20:44.304325 140571120454528 metric_logger.py:265] completed step: 39, seconds: 0.115, "
+        "TFLOP/s/device: 0.013, Tokens/s/device: 8928.883, total_weights: 1024, loss: 5.920, lm_loss: 5.920, perplexity: 372.348"
+    )
+    assert parse_step_line(line) == {
+        "step": 39,
+        "learning/loss": 5.92,
+        "learning/total_weights": 1024.0,
+        "perf/step_time_seconds": 0.115,
+        "perf/per_device_tokens_per_sec": 8928.883,
+    }
+    assert parse_step_line("completed step: 3, seconds: 1.000, total_weights: 16, loss: nan, lm_loss: 0")["learning/loss"] != 0
     assert parse_step_line("Config param steps: 40") is None
 
 
 def test_summary_figures():
-    records = [{"step": i, "learning/loss": 8.0 - i, "learning/total_weights": 100.0, "perf/step_time_seconds": 10.0 if i == 0 else 0.5}
-               for i in range(6)]
+    records = [
+        {"step": i, "learning/loss": 8.0 - i, "learning/total_weights": 100.0, "perf/step_time_seconds": 10.0 if i == 0 else 0.5}
+        for i in range(6)
+    ]
     summary = summarize_metrics(records, tokens_per_step=128)
     assert summary["first_loss"] == 8.0 and summary["final_loss"] == 3.0 and summary["min_loss"] == 3.0
     assert summary["tokens_seen"] == 600 and summary["tokens_processed"] == 768 and summary["last_step"] == 5
@@ -223,14 +316,20 @@ def test_only_finished_checkpoints_count(tmp_path):
 
 
 def test_memory_analysis_and_out_of_memory_messages():
-    printed = ("Memory analysis: CompiledMemoryStats(generated_code_size_in_bytes=1048576, argument_size_in_bytes=2147483648, "
-               "output_size_in_bytes=2147483648, alias_size_in_bytes=2147483648, temp_size_in_bytes=1073741824, host_temp_size_in_bytes=0)")
+    printed = (
+        "Memory analysis: CompiledMemoryStats(generated_code_size_in_bytes=1048576, argument_size_in_bytes=2147483648, "
+        "output_size_in_bytes=2147483648, alias_size_in_bytes=2147483648, temp_size_in_bytes=1073741824, host_temp_size_in_bytes=0)"
+    )
     memory = parse_memory_analysis(printed)
     assert memory["per_chip_bytes"] == 3 * 2**30 + 2**20
-    assert parse_oom("RESOURCE_EXHAUSTED: XLA:TPU compile permanent error. Ran out of memory in memory space hbm. "
-                     "Used 41.25G of 31.25G hbm. Exceeded hbm capacity by 10.00G.") == (41.25, 31.25)
-    assert parse_oom("jax.errors.JaxRuntimeError: RESOURCE_EXHAUSTED: E1000: CompileTimeHbmOom: Ran out of memory on HBM, the total "
-                     "memory required for HLO temporaries (153.07G) exceeds available HBM (31.24G). HLO module: jit_train_step.") == (153.07, 31.24)
+    assert parse_oom(
+        "RESOURCE_EXHAUSTED: XLA:TPU compile permanent error. Ran out of memory in memory space hbm. "
+        "Used 41.25G of 31.25G hbm. Exceeded hbm capacity by 10.00G."
+    ) == (41.25, 31.25)
+    assert parse_oom(
+        "jax.errors.JaxRuntimeError: RESOURCE_EXHAUSTED: E1000: CompileTimeHbmOom: Ran out of memory on HBM, the total "
+        "memory required for HLO temporaries (153.07G) exceeds available HBM (31.24G). HLO module: jit_train_step."
+    ) == (153.07, 31.24)
     assert parse_oom("all fine") is None
 
 
@@ -265,11 +364,23 @@ def trained(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("train")
     config = tiny_training_config()
     (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-    snakemake = [str(VENV_BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-                 "--configfile", str(workdir / "config.yaml")]
+    snakemake = [
+        str(VENV_BIN / "snakemake"),
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+    ]
     env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}
-    process = subprocess.Popen([snakemake[0], TARGET, *snakemake[1:], "--cores", "2"], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    process = subprocess.Popen(
+        [snakemake[0], TARGET, *snakemake[1:], "--cores", "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )
     checkpoints = None
     try:
         deadline = time.monotonic() + 400
@@ -291,11 +402,16 @@ def trained(tmp_path_factory):
     result = run_snakemake(workdir, config, TARGET)
     assert result.returncode == 0, result.stderr[-4000:]
     return {
-        "workdir": workdir, "config": config, "killed_at": killed_at, "manifest_after_kill": manifest_after_kill,
+        "workdir": workdir,
+        "config": config,
+        "killed_at": killed_at,
+        "manifest_after_kill": manifest_after_kill,
         # MaxText logs a step's metrics after saving its checkpoint: a checkpoint past the last recorded step is retrained
         "resume_at": max([step for step in committed_after_kill if step <= recorded_through(recorded)], default=None),
         "manifest": json.loads((workdir / TARGET).read_text()),
-        "records": [json.loads(line) for line in (workdir / "results" / "train" / "tiny" / "metrics.jsonl").read_text().splitlines()],
+        "records": [
+            json.loads(line) for line in (workdir / "results" / "train" / "tiny" / "metrics.jsonl").read_text().splitlines()
+        ],
         "log": (workdir / "results" / "logs" / "train" / "tiny.log").read_text(),
     }
 
@@ -310,7 +426,9 @@ def test_tiny_run_loss_falls_and_metrics_are_written(trained):
     assert manifest["first_loss"] == losses[0] and manifest["final_loss"] == losses[-1]
     assert manifest["tokens_seen"] == sum(record["learning/total_weights"] for record in records)
     # validation loss (tfds eval split, 2 batches) after steps 0, 30 and 60, across the kill and the resumed attempt
-    evaluated = [(record["step"], record["eval/avg_loss"], record["eval/total_weights"]) for record in records if "eval/avg_loss" in record]
+    evaluated = [
+        (record["step"], record["eval/avg_loss"], record["eval/total_weights"]) for record in records if "eval/avg_loss" in record
+    ]
     assert [step for step, _, _ in evaluated] == [0, 30, 60], evaluated
     assert all(weights > 0 for _, _, weights in evaluated) and evaluated[-1][1] < evaluated[0][1] - 0.5, evaluated
     assert manifest["final_step"] == 79 and manifest["steps"] == 80
@@ -324,7 +442,9 @@ def test_tiny_run_checkpoint_and_manifest_for_the_export_stage(trained):
     assert checkpoint_dir == workdir / "results" / "checkpoints" / manifest["run_name"] / "checkpoints"
     assert committed_steps(checkpoint_dir)[-1] == 79 and {0, 20}.issubset(committed_steps(checkpoint_dir))
     assert manifest["checkpoint_step"] == 79
-    assert manifest["checkpoint_uri"] == f"{checkpoint_dir}/79/items" and (checkpoint_dir / "79" / "items" / "_METADATA").is_file()
+    assert (
+        manifest["checkpoint_uri"] == f"{checkpoint_dir}/79/items" and (checkpoint_dir / "79" / "items" / "_METADATA").is_file()
+    )
     stats = json.loads((workdir / "results" / "tokenizers" / "sample_neox" / "stats.json").read_text())
     assert manifest["tokenizer"]["vocab_size"] == stats["vocab_size"]
     assert manifest["vocab_size"] == padded_vocab(stats["vocab_size"], 128)
@@ -354,9 +474,13 @@ def _tiny_inputs(tmp_path) -> tuple[Path, Path]:
     tokenizer = tmp_path / "tokenizers" / "tok"
     tokenizer.mkdir(parents=True)
     (tokenizer / "tokenizer.json").write_text("{}")
-    (tokenizer / "stats.json").write_text(json.dumps({"vocab_size": 2048, "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 0}))
+    (tokenizer / "stats.json").write_text(
+        json.dumps({"vocab_size": 2048, "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 0})
+    )
     dataset = tmp_path / "dataset.json"
-    dataset.write_text(json.dumps({"name": "d", "version": "1.0.0", "checksums": {}, "maxtext": {"dataset_type": "tfds", "dataset_path": "/d"}}))
+    dataset.write_text(
+        json.dumps({"name": "d", "version": "1.0.0", "checksums": {}, "maxtext": {"dataset_type": "tfds", "dataset_path": "/d"}})
+    )
     return tokenizer, dataset
 
 
@@ -366,26 +490,52 @@ def test_a_forced_rerun_of_a_finished_run_does_not_start_maxtext(tmp_path, monke
     plan = plan_run(config, "tiny_neox")
     tokenizer, dataset = _tiny_inputs(tmp_path)
     inputs = training.RunInputs.load(dataset, tokenizer, plan.model_path)
-    context = training.prepare_job(plan, inputs, base_output_directory=str((tmp_path / "checkpoints").resolve()), results_dir=tmp_path)
+    context = training.prepare_job(
+        plan, inputs, base_output_directory=str((tmp_path / "checkpoints").resolve()), results_dir=tmp_path
+    )
     for step in (0, 199):
         (Path(context.checkpoint_dir) / str(step) / "items").mkdir(parents=True)
         (Path(context.checkpoint_dir) / str(step) / "_CHECKPOINT_METADATA").write_text("{}")
-    context.raw_metrics.write_text("".join(json.dumps({"step": step, "learning/loss": 8.0 - step / 50, "perf/step_time_seconds": 0.25}) + "\n"
-                                           for step in range(200)))
+    context.raw_metrics.write_text(
+        "".join(
+            json.dumps({"step": step, "learning/loss": 8.0 - step / 50, "perf/step_time_seconds": 0.25}) + "\n"
+            for step in range(200)
+        )
+    )
     monkeypatch.setattr(training, "run_streaming", lambda *args, **kwargs: pytest.fail("MaxText was started"))
-    manifest = training.train_run(plan, dataset_manifest=dataset, tokenizer_dir=tokenizer, training=config["training"], results_dir=tmp_path,
-                                  manifest_out=tmp_path / "out" / "train.json", metrics_out=tmp_path / "out" / "metrics.jsonl")
-    assert manifest["checkpoint_step"] == 199 and manifest["final_step"] == 199 and manifest["backend_details"] == {"already_complete": True}
+    manifest = training.train_run(
+        plan,
+        dataset_manifest=dataset,
+        tokenizer_dir=tokenizer,
+        training=config["training"],
+        results_dir=tmp_path,
+        manifest_out=tmp_path / "out" / "train.json",
+        metrics_out=tmp_path / "out" / "metrics.jsonl",
+    )
+    assert (
+        manifest["checkpoint_step"] == 199
+        and manifest["final_step"] == 199
+        and manifest["backend_details"] == {"already_complete": True}
+    )
     assert manifest["run_name"] == context.run_name
-    assert manifest["wall_seconds"] == pytest.approx(50.0)  # the killed job's training time (MaxText's step times), not this job's
+    assert manifest["wall_seconds"] == pytest.approx(
+        50.0
+    )  # the killed job's training time (MaxText's step times), not this job's
 
 
 @pytest.mark.slow
 def test_fit_check_fails_early_with_the_per_chip_memory(tmp_path):
     """train_compile for a v6e-8 on this CPU: the tiny model with 8,192 sequences of 2,048 tokens per chip cannot fit."""
-    config = config_with(lambda c: (c["dataset"].update(publish_to="gs://data/tfds"), c["training"].update(
-        backend="tpu", checkpoint_dir="gs://ckpt/runs",
-        tpu={"project": "p", "zone": "europe-west4-a", "accelerator_type": "v6e-8", "runtime_version": "v2-alpha-tpuv6e"})))
+    config = config_with(
+        lambda c: (
+            c["dataset"].update(publish_to="gs://data/tfds"),
+            c["training"].update(
+                backend="tpu",
+                checkpoint_dir="gs://ckpt/runs",
+                tpu={"project": "p", "zone": "europe-west4-a", "accelerator_type": "v6e-8", "runtime_version": "v2-alpha-tpuv6e"},
+            ),
+        )
+    )
     config["training"]["defaults"].update(per_device_batch_size=8192, max_target_length=2048)
     plan = plan_run(validate_config(config), "tiny_neox")
     tokenizer, _ = _tiny_inputs(tmp_path)

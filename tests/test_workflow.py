@@ -34,7 +34,7 @@ def test_default_workflow_end_to_end(tmp_path, base_config, snakemake_run):
         records = read_metrics(results / "train" / run / "metrics.jsonl")
         validation = [loss for _, loss in eval_curve(records)]
         assert len(validation) == 6 and overfitting_step(records) is None, (run, validation)  # after steps 0, 50, …, 250
-        assert sum(later < earlier for earlier, later in zip(validation, validation[1:])) >= 4, (run, validation)
+        assert sum(later < earlier for earlier, later in zip(validation, validation[1:], strict=False)) >= 4, (run, validation)
         rows = (results / "checkpoint_eval" / run / "curves.csv").read_text().splitlines()[1:]
         assert {int(row.split(",")[1]) for row in rows} == {0, 150, 299}, rows  # three evaluated checkpoints
         assert not (results / "checkpoint_eval" / run / "step_150" / "hf").exists()  # intermediate exports deleted

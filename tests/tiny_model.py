@@ -80,17 +80,29 @@ def tiny_model(base: Path) -> TinyModel:
     train_tokenizer(TokenizerSpec(name=TOKENIZER, kind="nanochat", vocab_size=VOCAB), train_shards, tokenizer_dir)
     dataset_manifest = results / "dataset" / "dataset.json"
     dataset_manifest.parent.mkdir(parents=True, exist_ok=True)
-    dataset_manifest.write_text(json.dumps({
-        "name": "german_sample_parquet",
-        "maxtext": {"dataset_type": "hf", "hf_path": "parquet", "hf_train_files": str(SAMPLE / "shard_0000[0-3].parquet")},
-    }))
+    dataset_manifest.write_text(
+        json.dumps(
+            {
+                "name": "german_sample_parquet",
+                "maxtext": {
+                    "dataset_type": "hf",
+                    "hf_path": "parquet",
+                    "hf_train_files": str(SAMPLE / "shard_0000[0-3].parquet"),
+                },
+            }
+        )
+    )
     config = training_config(root)
     manifest_path = results / "train" / RUN / "train.json"
     seconds["tokenizer"] = time.monotonic() - started
     started = time.monotonic()
     manifest = train_run(
-        plan_run(config, RUN), dataset_manifest=dataset_manifest, tokenizer_dir=tokenizer_dir,
-        training=config["training"], results_dir=results, manifest_out=manifest_path,
+        plan_run(config, RUN),
+        dataset_manifest=dataset_manifest,
+        tokenizer_dir=tokenizer_dir,
+        training=config["training"],
+        results_dir=results,
+        manifest_out=manifest_path,
         metrics_out=manifest_path.with_name("metrics.jsonl"),
     )
     seconds["train"] = time.monotonic() - started

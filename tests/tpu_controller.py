@@ -12,5 +12,12 @@ from nanogerman.training import plan_run, train_run
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stdout)
     spec = json.loads(open(sys.argv[1], encoding="utf-8").read())
-    train_run(plan_run(spec["config"], spec["run"]), dataset_manifest=spec["dataset"], tokenizer_dir=spec["tokenizer"],
-              training=spec["training"], results_dir=spec["results"], manifest_out=spec["manifest"], metrics_out=spec["metrics"])
+    train_run(
+        plan_run(spec["config"], spec["run"]),
+        dataset_manifest=spec["dataset"],
+        tokenizer_dir=spec["tokenizer"],
+        training=spec["training"],
+        results_dir=spec["results"],
+        manifest_out=spec["manifest"],
+        metrics_out=spec["metrics"],
+    )

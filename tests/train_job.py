@@ -24,8 +24,12 @@ def main(spec_path: str) -> None:
     terminate_on_sigterm()
     config, results = spec["config"], Path(spec["results"])
     train_run(
-        plan_run(config, spec["run"]), dataset_manifest=spec["dataset"], tokenizer_dir=spec["tokenizer"],
-        training=config["training"], results_dir=results, manifest_out=results / "train" / spec["run"] / "train.json",
+        plan_run(config, spec["run"]),
+        dataset_manifest=spec["dataset"],
+        tokenizer_dir=spec["tokenizer"],
+        training=config["training"],
+        results_dir=results,
+        manifest_out=results / "train" / spec["run"] / "train.json",
         metrics_out=results / "train" / spec["run"] / "metrics.jsonl",
     )
 

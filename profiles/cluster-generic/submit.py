@@ -31,8 +31,15 @@ def main(jobscript: str) -> None:
     env = {name: os.environ[name] for name in KEPT if name in os.environ}
     env.update(HOME=scratch, TMPDIR=scratch)
     with open(os.path.join(scratch, "job.log"), "wb") as log:
-        process = subprocess.Popen(["/bin/bash", os.path.abspath(jobscript)], cwd=scratch, env=env, stdin=subprocess.DEVNULL,
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            ["/bin/bash", os.path.abspath(jobscript)],
+            cwd=scratch,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     print(f"{process.pid}:{scratch}")
 
 

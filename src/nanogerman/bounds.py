@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from nanogerman.errors import StageError
+from nanogerman.maxtext_values import MaxTextValueError, check_extra, check_value
 from nanogerman.provenance import PROJECT_ROOT
 from nanogerman.selection import all_shards
-from nanogerman.maxtext_values import MaxTextValueError, check_extra, check_value
-
 
 
 class BoundsError(StageError):
@@ -67,7 +66,9 @@ def check_results_dir(config: dict) -> None:
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir() or not _can_create_in(existing):
-        raise BoundsError(f"config error: results_dir is {given!r}, but {existing} is not a writable folder; choose another folder")
+        raise BoundsError(
+            f"config error: results_dir is {given!r}, but {existing} is not a writable folder; choose another folder"
+        )
 
 
 def _can_create_in(folder: Path) -> bool:
@@ -105,7 +106,9 @@ def check_maxtext_values(config: dict) -> None:
     if not training:
         return
     try:
-        check_value("base_output_directory", str(Path(config["results_dir"]).resolve()), "config error: results_dir (as an absolute path)")
+        check_value(
+            "base_output_directory", str(Path(config["results_dir"]).resolve()), "config error: results_dir (as an absolute path)"
+        )
         checkpoint_dir = training.get("checkpoint_dir")
         if checkpoint_dir:
             check_value("base_output_directory", str(checkpoint_dir), "config error: training.checkpoint_dir")

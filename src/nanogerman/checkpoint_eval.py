@@ -18,8 +18,8 @@ import csv
 import json
 import logging
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from nanogerman.atomic import atomic_path, write_json
 from nanogerman.config import ConfigError
@@ -90,7 +90,9 @@ def intermediate_tasks(config: dict) -> tuple[bool, list[str], bool]:
         known = task == BPB_TASK and (evaluation.get("bits_per_byte") or {}).get("enabled", False)
         known = known or (task == NEXT_PASSAGE_TASK and next_passage) or task in configured
         if not known:
-            options = [BPB_TASK] * bool((evaluation.get("bits_per_byte") or {}).get("enabled")) + [NEXT_PASSAGE_TASK] * bool(next_passage)
+            options = [BPB_TASK] * bool((evaluation.get("bits_per_byte") or {}).get("enabled")) + [NEXT_PASSAGE_TASK] * bool(
+                next_passage
+            )
             raise ConfigError(
                 f"config error: evaluation.checkpoints.tasks[{position}] is {task!r}; expected one of the evaluation's tasks "
                 f"({', '.join(options + configured) or 'none enabled'})"
@@ -114,8 +116,17 @@ def tokens_seen(records: Sequence[dict], step: int) -> int:
     return int(sum(float(record.get("learning/total_weights", 0.0)) for record in records if int(record["step"]) <= step))
 
 
-def evaluate_checkpoint(*, run: str, step: int, folder: str | Path, config: dict, metrics: str | Path, out: str | Path,
-                        texts: Sequence[str] = (), generated: Sequence[str | Path] = ()) -> dict:
+def evaluate_checkpoint(
+    *,
+    run: str,
+    step: int,
+    folder: str | Path,
+    config: dict,
+    metrics: str | Path,
+    out: str | Path,
+    texts: Sequence[str] = (),
+    generated: Sequence[str | Path] = (),
+) -> dict:
     """Bits per byte and the chosen tasks of one exported checkpoint, in lm-eval's results shape, plus tokens seen."""
     from nanogerman.curves import read_metrics
     from nanogerman.evaluation import EvalSettings, ModelSpec, evaluate_bits_per_byte, evaluate_lm_eval, load_lm
@@ -128,21 +139,31 @@ def evaluate_checkpoint(*, run: str, step: int, folder: str | Path, config: dict
     results: dict = {"results": {}, "config": {}, "versions": {}, "n-shot": {}}
     with tempfile.TemporaryDirectory(prefix="nanogerman-checkpoint-") as scratch:
         if bpb:
-            found = evaluate_bits_per_byte(spec, settings, texts, Path(scratch) / "bpb.json",
-                                           max_length=evaluation["bits_per_byte"].get("max_length"), lm=lm)
+            found = evaluate_bits_per_byte(
+                spec, settings, texts, Path(scratch) / "bpb.json", max_length=evaluation["bits_per_byte"].get("max_length"), lm=lm
+            )
             results["results"].update(found["results"])
             results["config"] = found["config"]
         if tasks or next_passage:
-            found = evaluate_lm_eval(spec, settings, Path(scratch) / "lm_eval.json", tasks=tasks,
-                                     generated=list(generated) if next_passage else [], local_data=evaluation.get("local_data"))
+            found = evaluate_lm_eval(
+                spec,
+                settings,
+                Path(scratch) / "lm_eval.json",
+                tasks=tasks,
+                generated=list(generated) if next_passage else [],
+                local_data=evaluation.get("local_data"),
+            )
             results["results"].update(found["results"])
             results["config"] = found.get("config") or results["config"]
             results["versions"] = found.get("versions") or {}
             results["n-shot"] = found.get("n-shot") or {}
     logits_check = json.loads((Path(folder) / "logits_check.json").read_text(encoding="utf-8"))
     results["nanogerman"] = {
-        "run": run, "step": step, "tokens_seen": tokens_seen(read_metrics(metrics), step),
-        "checkpoint": logits_check.get("checkpoint"), "logits_check_max_abs_diff": logits_check["logits_check"].get("max_abs_diff"),
+        "run": run,
+        "step": step,
+        "tokens_seen": tokens_seen(read_metrics(metrics), step),
+        "checkpoint": logits_check.get("checkpoint"),
+        "logits_check_max_abs_diff": logits_check["logits_check"].get("max_abs_diff"),
     }
     write_json(out, results)
     return results
@@ -161,12 +182,20 @@ def result_rows(run: str, step: int, tokens: int, results: dict, source: str, ch
             stderr = entry.get(f"{metric}_stderr,none")
             uniform = entry.get("uniform_bits_per_byte") if metric == "bits_per_byte" else None
             reference = uniform if uniform is not None else chance.get(task) if metric in ("acc", "acc_norm") else None
-            rows.append({
-                "run": run, "step": step, "tokens_seen": tokens, "task": task, "metric": metric, "value": float(value),
-                "stderr": float(stderr) if isinstance(stderr, (int, float)) else None, "reference": reference,
-                "reference_kind": ("uniform" if uniform is not None else "chance") if reference is not None else None,
-                "source": source,
-            })
+            rows.append(
+                {
+                    "run": run,
+                    "step": step,
+                    "tokens_seen": tokens,
+                    "task": task,
+                    "metric": metric,
+                    "value": float(value),
+                    "stderr": float(stderr) if isinstance(stderr, (int, float)) else None,
+                    "reference": reference,
+                    "reference_kind": ("uniform" if uniform is not None else "chance") if reference is not None else None,
+                    "source": source,
+                }
+            )
     return rows
 
 
@@ -216,7 +245,7 @@ def plot_curves(run: str, rows: Sequence[dict], folder: str | Path, name: str) -
     panels = series(rows)
     count = max(1, len(panels))
     figure, axes_list = plt.subplots(1, count, figsize=(4.2 * count, 3.4), squeeze=False)
-    for axes, ((task, metric), points) in zip(axes_list[0], panels.items()):
+    for axes, ((task, metric), points) in zip(axes_list[0], panels.items(), strict=False):
         tokens = [max(1, row["tokens_seen"]) for row in points]
         axes.plot(tokens, [row["value"] for row in points], marker="o", linewidth=1.2, label=run)
         references = {row["reference"] for row in points if row["reference"] is not None}
@@ -239,14 +268,27 @@ def plot_curves(run: str, rows: Sequence[dict], folder: str | Path, name: str) -
         plt.close(figure)
 
 
-def write_run_curves(*, run: str, points: Sequence[str | Path], final: Sequence[str | Path], manifest: str | Path,
-                     chance: dict, csv_out: str | Path, plot_out: str | Path) -> list[dict]:
+def write_run_curves(
+    *,
+    run: str,
+    points: Sequence[str | Path],
+    final: Sequence[str | Path],
+    manifest: str | Path,
+    chance: dict,
+    csv_out: str | Path,
+    plot_out: str | Path,
+) -> list[dict]:
     data = json.loads(Path(manifest).read_text(encoding="utf-8"))
     rows = curve_rows(run, points, final, data, chance)
     write_csv(rows, csv_out)
     plot_out = Path(plot_out)
     plot_curves(run, rows, plot_out.parent, plot_out.stem)
     steps = sorted({row["step"] for row in rows})
-    log.info("run %s: %d evaluated checkpoints (steps %s)%s", run, len(steps), ", ".join(map(str, steps)),
-             "".join(f"; {flag}" for flag in curve_flags(rows)))
+    log.info(
+        "run %s: %d evaluated checkpoints (steps %s)%s",
+        run,
+        len(steps),
+        ", ".join(map(str, steps)),
+        "".join(f"; {flag}" for flag in curve_flags(rows)),
+    )
     return rows

@@ -64,8 +64,8 @@ def _string_hashes(strings) -> np.ndarray:
         return np.empty(0, dtype=np.uint64)
     _, offset_buffer, data_buffer = strings.buffers()
     width = np.int64 if pa.types.is_large_string(strings.type) else np.int32
-    offsets = np.frombuffer(offset_buffer, dtype=width)[strings.offset:strings.offset + len(strings) + 1].astype(np.int64)
-    data = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0]:offsets[-1]].astype(np.uint64)
+    offsets = np.frombuffer(offset_buffer, dtype=width)[strings.offset : strings.offset + len(strings) + 1].astype(np.int64)
+    data = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0] : offsets[-1]].astype(np.uint64)
     starts, lengths = offsets[:-1] - offsets[0], np.diff(offsets)
     if not len(data):
         return np.zeros(len(strings), dtype=np.uint64)
@@ -98,7 +98,7 @@ def _ngram_hashes(token_hashes: np.ndarray, starts: np.ndarray, ends: np.ndarray
     with np.errstate(over="ignore"):
         combined = token_hashes[:count].copy()
         for offset in range(1, n):
-            combined = combined * _MULTIPLIER + token_hashes[offset:offset + count]
+            combined = combined * _MULTIPLIER + token_hashes[offset : offset + count]
     # An n-gram starting at position p is inside its document when p + n <= that document's end.
     document_end = np.repeat(ends, ends - starts)[:count]
     return combined[np.arange(count) + n <= document_end]
@@ -140,7 +140,13 @@ def shard_ngrams(parquet_files: Sequence[str | Path], out: str | Path, *, n: int
             parts.append(_distinct(grams))
     distinct = _distinct(np.concatenate(parts)) if parts else np.empty(0, dtype=np.uint64)
     _save(out, distinct)
-    info = {"files": [str(path) for path in parquet_files], "n": n, "documents": documents, "bytes": size, "ngrams": len(distinct)}
+    info = {
+        "files": [str(path) for path in parquet_files],
+        "n": n,
+        "documents": documents,
+        "bytes": size,
+        "ngrams": len(distinct),
+    }
     log.info("%d documents, %d bytes: %d distinct %d-grams", documents, size, len(distinct), n)
     return info
 
@@ -177,14 +183,22 @@ def contaminated(texts: Sequence[str], corpus: np.ndarray, n: int = DEFAULT_N) -
     return flags.tolist()
 
 
-def task_contamination(task: str, documents: Sequence[dict], corpus_file: str | Path, out: str | Path, *, n: int = DEFAULT_N) -> dict:
+def task_contamination(
+    task: str, documents: Sequence[dict], corpus_file: str | Path, out: str | Path, *, n: int = DEFAULT_N
+) -> dict:
     """Write ``{task, n, documents, contaminated, share, contaminated_ids}`` for ``documents`` ({id, text}) to ``out``."""
     corpus = load_ngrams(corpus_file)
     flags = contaminated([document["text"] for document in documents], corpus, n)
-    hits = [document["id"] for document, flag in zip(documents, flags) if flag]
-    result = {"task": task, "n": n, "documents": len(documents), "contaminated": len(hits),
-              "share": len(hits) / len(documents) if documents else None, "contaminated_ids": hits,
-              "corpus_ngrams": len(corpus)}
+    hits = [document["id"] for document, flag in zip(documents, flags, strict=False) if flag]
+    result = {
+        "task": task,
+        "n": n,
+        "documents": len(documents),
+        "contaminated": len(hits),
+        "share": len(hits) / len(documents) if documents else None,
+        "contaminated_ids": hits,
+        "corpus_ngrams": len(corpus),
+    }
     write_json(out, result)
     log.info("%s: %d of %d documents share a %d-gram with the training corpus", task, len(hits), len(documents), n)
     return result
@@ -262,14 +276,22 @@ def write_contamination_summary(rows: Sequence[dict], markdown_out: str | Path, 
         share = "–" if row["share"] is None else f"{100 * row['share']:.1f} %"
         lines.append(f"| {row['task']} | {row['documents']} | {row['contaminated']} | {share} |")
     n = rows[0]["n"] if rows else DEFAULT_N
-    text = (f"Share of each task's evaluation documents (question and correct answer) that share at least one {n}-gram "
-            "(whitespace tokens after NFKC and lowercasing) with the training corpus.\n\n" + "\n".join(lines) + "\n")
+    text = (
+        f"Share of each task's evaluation documents (question and correct answer) that share at least one {n}-gram "
+        "(whitespace tokens after NFKC and lowercasing) with the training corpus.\n\n" + "\n".join(lines) + "\n"
+    )
     with atomic_path(markdown_out) as temporary:
         temporary.write_text(text, encoding="utf-8")
     with atomic_path(csv_out) as temporary:
         header = "task,n,documents,contaminated,share\n"
-        temporary.write_text(header + "".join(f"{r['task']},{r['n']},{r['documents']},{r['contaminated']},"
-                                              f"{'' if r['share'] is None else repr(r['share'])}\n" for r in rows), encoding="utf-8")
+        temporary.write_text(
+            header
+            + "".join(
+                f"{r['task']},{r['n']},{r['documents']},{r['contaminated']},{'' if r['share'] is None else repr(r['share'])}\n"
+                for r in rows
+            ),
+            encoding="utf-8",
+        )
 
 
 def contamination_section(paths: Sequence[str | Path]) -> str:
@@ -280,8 +302,17 @@ def contamination_section(paths: Sequence[str | Path]) -> str:
     n = rows[0]["n"]
     header = "| | " + " | ".join(row["task"] for row in rows) + " |"
     rule = "|---|" + "---:|" * len(rows)
-    shares = "| contaminated | " + " | ".join("–" if row["share"] is None else f"{100 * row['share']:.1f} % ({row['contaminated']}/{row['documents']})"
-                                                for row in rows) + " |"
-    return ("\n## Contamination\n\nShare of each task's evaluation documents (question and correct answer) that share at least "
-            f"one {n}-gram (whitespace tokens after NFKC and lowercasing) with the training corpus.\n\n"
-            + "\n".join([header, rule, shares]) + "\n")
+    shares = (
+        "| contaminated | "
+        + " | ".join(
+            "–" if row["share"] is None else f"{100 * row['share']:.1f} % ({row['contaminated']}/{row['documents']})"
+            for row in rows
+        )
+        + " |"
+    )
+    return (
+        "\n## Contamination\n\nShare of each task's evaluation documents (question and correct answer) that share at least "
+        f"one {n}-gram (whitespace tokens after NFKC and lowercasing) with the training corpus.\n\n"
+        + "\n".join([header, rule, shares])
+        + "\n"
+    )

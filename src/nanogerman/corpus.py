@@ -23,8 +23,8 @@ from nanogerman.atomic import atomic_path, write_json
 from nanogerman.errors import StageError, first_line
 from nanogerman.gcs import gcs_filesystem, split_gcs_uri
 from nanogerman.hub import HubTarget, call_hub
-from nanogerman.provenance import file_sha256
 from nanogerman.hub import endpoint as hub_endpoint
+from nanogerman.provenance import file_sha256
 from nanogerman.text_column import blank_count, is_text_type, plain_texts
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class ShardSource:
     backoff_seconds: float = 2.0  # Hub only: first wait; doubles each retry
 
     @classmethod
-    def from_config(cls, corpus: dict) -> "ShardSource":
+    def from_config(cls, corpus: dict) -> ShardSource:
         download = corpus.get("download", {})
         return cls(
             kind=corpus["source"],
@@ -83,8 +83,9 @@ class ShardStats:
     blank_texts: int = 0  # empty or whitespace only (empty_texts included)
 
 
-def fetch_shard(source: ShardSource, index: int, parquet_path: str | Path, manifest_path: str | Path, *,
-                max_empty_share: float | None = None) -> dict:
+def fetch_shard(
+    source: ShardSource, index: int, parquet_path: str | Path, manifest_path: str | Path, *, max_empty_share: float | None = None
+) -> dict:
     """Fetch shard ``index`` from ``source``, check it, and write it plus its manifest.
 
     Warns, naming the shard, when more than ``max_empty_share`` of its texts are
@@ -112,12 +113,20 @@ def fetch_shard(source: ShardSource, index: int, parquet_path: str | Path, manif
     if max_empty_share is not None and stats.blank_texts > max_empty_share * stats.rows:
         log.warning(
             "%s (%s): %d of %d texts (%.1f%%) are empty or whitespace, more than corpus.max_empty_share (%.1f%%); they are kept",
-            manifest["shard"], source.uri(index), stats.blank_texts, stats.rows, 100 * stats.blank_texts / stats.rows,
+            manifest["shard"],
+            source.uri(index),
+            stats.blank_texts,
+            stats.rows,
+            100 * stats.blank_texts / stats.rows,
             100 * max_empty_share,
         )
     log.info(
         "%s: %d rows, %d characters, %.1f MB from %s in %.2f s",
-        manifest["shard"], stats.rows, stats.characters, stats.file_bytes / 1e6, source.uri(index),
+        manifest["shard"],
+        stats.rows,
+        stats.characters,
+        stats.file_bytes / 1e6,
+        source.uri(index),
         time.perf_counter() - started,
     )
     return manifest
@@ -143,14 +152,18 @@ def check_shard(path: str | Path, label: str | None = None) -> ShardStats:
         raise ShardError(f"{label}: no '{TEXT_COLUMN}' column (columns: {', '.join(schema.names) or 'none'})")
     column_type = schema.field(TEXT_COLUMN).type
     if not is_text_type(column_type):
-        raise ShardError(f"{label}: column '{TEXT_COLUMN}' has type {column_type}; expected string (large or dictionary-encoded too)")
+        raise ShardError(
+            f"{label}: column '{TEXT_COLUMN}' has type {column_type}; expected string (large or dictionary-encoded too)"
+        )
     rows = characters = text_bytes = empty = blank = 0
     try:
         for batch in parquet.iter_batches(columns=[TEXT_COLUMN], batch_size=4096):
             texts = plain_texts(batch.column(0))
             if texts.null_count:
                 first_null = rows + pc.index(pc.is_null(texts), True).as_py()
-                raise ShardError(f"{label}: {texts.null_count} null text(s) in column '{TEXT_COLUMN}' (first at row {first_null})")
+                raise ShardError(
+                    f"{label}: {texts.null_count} null text(s) in column '{TEXT_COLUMN}' (first at row {first_null})"
+                )
             try:
                 texts.validate(full=True)
             except pa.ArrowInvalid:
@@ -190,7 +203,9 @@ def _fetch_gcs(source: ShardSource, index: int, destination: Path) -> dict:
     uri = source.uri(index)
     try:
         if not filesystem.exists(bucket):
-            raise ShardError(f"gs://{bucket}: the bucket does not exist or is not readable (corpus.location is {source.location!r})")
+            raise ShardError(
+                f"gs://{bucket}: the bucket does not exist or is not readable (corpus.location is {source.location!r})"
+            )
         if not filesystem.isfile(uri):
             raise ShardError(f"{uri}: shard not found")
         filesystem.get_file(uri, str(destination))
@@ -204,12 +219,26 @@ def _fetch_hub(source: ShardSource, index: int, destination: Path) -> dict:
     import huggingface_hub
 
     label = source.uri(index)
-    target = HubTarget(label, source.location, source.revision, repo_key="corpus.location", revision_key="corpus.revision",
-                       missing_file="shard not found in the Hub repo")
+    target = HubTarget(
+        label,
+        source.location,
+        source.revision,
+        repo_key="corpus.location",
+        revision_key="corpus.revision",
+        missing_file="shard not found in the Hub repo",
+    )
     cached = call_hub(
-        lambda: huggingface_hub.hf_hub_download(repo_id=source.location, filename=source.filename(index), repo_type="dataset",
-                                                revision=source.revision, endpoint=hub_endpoint()),
-        target, retries=source.retries, backoff_seconds=source.backoff_seconds, error=ShardError,
+        lambda: huggingface_hub.hf_hub_download(
+            repo_id=source.location,
+            filename=source.filename(index),
+            repo_type="dataset",
+            revision=source.revision,
+            endpoint=hub_endpoint(),
+        ),
+        target,
+        retries=source.retries,
+        backoff_seconds=source.backoff_seconds,
+        error=ShardError,
     )
     shutil.copyfile(cached, destination)
     # hf_hub_download stores files under .../snapshots/<commit>/<filename>: record the commit.

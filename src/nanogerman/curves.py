@@ -21,8 +21,8 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 TRAIN_LOSS = "learning/loss"
 EVAL_LOSS = "eval/avg_loss"
@@ -193,9 +193,11 @@ MARK_UNIFORM, MARK_OVERFIT, MARK_STALLED = "¶", "‖", "¤"
 
 def uniform_messages(values: dict[tuple[str, str], float], uniform: dict[str, float]) -> list[str]:
     """'<task> worse than uniform' for each bits-per-byte value at or above its task's uniform-guess figure."""
-    return [f"{task} worse than uniform ({value:.3f} ≥ {uniform[task]:.3f} bits/byte)"
-            for (task, metric), value in sorted(values.items())
-            if metric == "bits_per_byte" and worse_than_uniform(value, uniform.get(task))]
+    return [
+        f"{task} worse than uniform ({value:.3f} ≥ {uniform[task]:.3f} bits/byte)"
+        for (task, metric), value in sorted(values.items())
+        if metric == "bits_per_byte" and worse_than_uniform(value, uniform.get(task))
+    ]
 
 
 def no_improvement_message(paths: Iterable[str | Path]) -> dict[str, str]:

@@ -42,8 +42,8 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -162,7 +162,9 @@ def iter_texts(parquet_path: str | Path, batch_size: int = 1024) -> Iterator[str
     for batch in parquet.iter_batches(columns=[TEXT], batch_size=batch_size):
         texts = batch.column(0)
         if texts.null_count:
-            raise DatasetError(f"{path}: column '{TEXT}' has {texts.null_count} null values; the corpus stage should have refused it")
+            raise DatasetError(
+                f"{path}: column '{TEXT}' has {texts.null_count} null values; the corpus stage should have refused it"
+            )
         yield from texts.to_pylist()
 
 
@@ -185,7 +187,9 @@ def chunk_bounds(rows: int, files: int) -> list[int]:
     return [rows * k // files for k in range(files + 1)]
 
 
-def write_part(parquet_path: str | Path, part_dir: str | Path, *, file_format: str = "tfrecord", files_per_shard: int = 1) -> dict:
+def write_part(
+    parquet_path: str | Path, part_dir: str | Path, *, file_format: str = "tfrecord", files_per_shard: int = 1
+) -> dict:
     """Serialize one corpus shard into ``files_per_shard`` record files in ``part_dir``.
 
     Uses the dataset's ``FeaturesDict`` serializer and TFDS's own writer for the
@@ -218,7 +222,9 @@ def write_part(parquet_path: str | Path, part_dir: str | Path, *, file_format: s
                 for _ in range(wanted):
                     text = next(texts, None)
                     if text is None:
-                        raise DatasetError(f"{parquet_path}: fewer rows than its metadata says ({rows}); the file changed while being read?")
+                        raise DatasetError(
+                            f"{parquet_path}: fewer rows than its metadata says ({rows}); the file changed while being read?"
+                        )
                     record = serializer.serialize_example({TEXT: text})
                     tally["examples"] += 1
                     tally["num_bytes"] += len(record)
@@ -239,8 +245,15 @@ def write_part(parquet_path: str | Path, part_dir: str | Path, *, file_format: s
         }
         write_json(temporary / PART_MANIFEST, manifest)
     seconds = time.perf_counter() - started
-    log.info("%s: %d examples into %d %s file(s), %.1f MB, in %.2f s", parquet_path.stem, rows, count, file_format,
-             sum(entry["bytes"] for entry in entries) / 1e6, seconds)
+    log.info(
+        "%s: %d examples into %d %s file(s), %.1f MB, in %.2f s",
+        parquet_path.stem,
+        rows,
+        count,
+        file_format,
+        sum(entry["bytes"] for entry in entries) / 1e6,
+        seconds,
+    )
     return manifest
 
 
@@ -262,7 +275,9 @@ def read_part_manifest(part_dir: str | Path, file_format: str) -> dict:
         raise DatasetError(f"{path}: missing; the part was not built completely (rerun its dataset_part job)")
     manifest = json.loads(path.read_text(encoding="utf-8"))
     if manifest.get("format") != file_format:
-        raise DatasetError(f"{path}: part was written as {manifest.get('format')!r}, but dataset.format is {file_format!r}; rebuild the part")
+        raise DatasetError(
+            f"{path}: part was written as {manifest.get('format')!r}, but dataset.format is {file_format!r}; rebuild the part"
+        )
     return manifest
 
 
@@ -306,10 +321,10 @@ def assemble_dataset(
         split_infos = []
         for split, folders in parts.items():
             manifests = [read_part_manifest(folder, file_format) for folder in folders]
-            entries = [(Path(folder), entry) for folder, manifest in zip(folders, manifests) for entry in manifest["files"]]
-            template = naming.ShardedFileTemplate(
-                data_dir=temporary, dataset_name=name, split=split, filetype_suffix=file_format
-            )
+            entries = [
+                (Path(folder), entry) for folder, manifest in zip(folders, manifests, strict=False) for entry in manifest["files"]
+            ]
+            template = naming.ShardedFileTemplate(data_dir=temporary, dataset_name=name, split=split, filetype_suffix=file_format)
             names = []
             for index, (folder, entry) in enumerate(entries):
                 target = template.sharded_filepath(shard_index=index, num_shards=len(entries))
@@ -346,9 +361,13 @@ def assemble_dataset(
         name=name, version=version, file_format=file_format, data_dir=str(data_dir.resolve()), splits=splits, files=files_info
     )
     write_json(manifest_path, build)
-    log.info("%s:%s: %s in %.2f s", name, version,
-             ", ".join(f"{split} {info['examples']} examples in {len(info['files'])} files" for split, info in splits.items()),
-             time.perf_counter() - started)
+    log.info(
+        "%s:%s: %s in %.2f s",
+        name,
+        version,
+        ", ".join(f"{split} {info['examples']} examples in {len(info['files'])} files" for split, info in splits.items()),
+        time.perf_counter() - started,
+    )
     return build
 
 
@@ -373,8 +392,17 @@ def check_dataset_folder(dataset_dir: str | Path, examples: Mapping[str, int]) -
             raise DatasetError(f"{dataset_dir}: split {split!r} has {found} examples in its metadata, expected {count}")
 
 
-def manifest_for(*, name: str, version: str, file_format: str, data_dir: str, splits: Mapping[str, dict], files: Mapping[str, dict],
-                 local_data_dir: str | None = None, published: dict | None = None) -> dict:
+def manifest_for(
+    *,
+    name: str,
+    version: str,
+    file_format: str,
+    data_dir: str,
+    splits: Mapping[str, dict],
+    files: Mapping[str, dict],
+    local_data_dir: str | None = None,
+    published: dict | None = None,
+) -> dict:
     """The dataset manifest: what the training stage reads (``results/dataset/dataset.json``).
 
     ``data_dir`` is where readers find ``<name>/<version>/`` (a local folder or a
@@ -385,13 +413,19 @@ def manifest_for(*, name: str, version: str, file_format: str, data_dir: str, sp
     patterns = {split: f"{root}/{name}/{version}/{name}-{split}.{file_format}-*" for split in splits}
     if file_format == "tfrecord":
         maxtext = {
-            "dataset_type": "tfds", "dataset_path": root, "dataset_name": f"{name}:{version}", "train_split": "train",
-            "eval_dataset_name": f"{name}:{version}", "eval_split": "validation",
+            "dataset_type": "tfds",
+            "dataset_path": root,
+            "dataset_name": f"{name}:{version}",
+            "train_split": "train",
+            "eval_dataset_name": f"{name}:{version}",
+            "eval_split": "validation",
         }
     else:
         maxtext = {
-            "dataset_type": "grain", "grain_file_type": "arrayrecord",
-            "grain_train_files": patterns.get("train"), "grain_eval_files": patterns.get("validation"),
+            "dataset_type": "grain",
+            "grain_file_type": "arrayrecord",
+            "grain_train_files": patterns.get("train"),
+            "grain_eval_files": patterns.get("validation"),
             "use_truncation": False,  # documents longer than the context are cut into pieces, not truncated
         }
     return {

@@ -110,6 +110,7 @@ def publish_dataset(build: dict, uri: str, *, filesystem: Any = None, token: str
 
 def _publish_order(files: dict) -> list[str]:
     """Data files in name order, then the metadata files with ``dataset_info.json`` last."""
+
     def rank(relative: str) -> tuple[int, str]:
         base = relative.rsplit("/", 1)[-1]
         return (1 + METADATA_FILES.index(base), relative) if base in METADATA_FILES else (0, relative)

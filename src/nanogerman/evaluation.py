@@ -26,15 +26,17 @@ import logging
 import math
 import os
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from nanogerman.atomic import write_json
 from nanogerman.errors import StageError, first_line
-from nanogerman.selection import ConfigError, check_shard_set_name, check_unique_names
-from nanogerman.provenance import package_versions
 from nanogerman.offline_tasks import generated_task_yaml
+from nanogerman.provenance import package_versions
+from nanogerman.scratch import scratch_dir
+from nanogerman.selection import ConfigError, check_shard_set_name, check_unique_names
 from nanogerman.suites import (
     SuiteError,
     chance_levels,
@@ -43,7 +45,6 @@ from nanogerman.suites import (
     item_scores,
     write_task_definitions,
 )
-from nanogerman.scratch import scratch_dir
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,9 @@ class ModelSpec:
         return Path(self.path).is_dir()
 
     def describe(self) -> str:
-        return f"{self.kind} model {self.name!r} ({self.path}{'@' + self.revision if self.revision and not self.is_local else ''})"
+        return (
+            f"{self.kind} model {self.name!r} ({self.path}{'@' + self.revision if self.revision and not self.is_local else ''})"
+        )
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,7 @@ class EvalSettings:
     bootstrap_iters: int = 100000  # lm-eval's draws for the stderr of perplexity and mcc (means have a closed form)
 
     @classmethod
-    def from_config(cls, section: dict) -> "EvalSettings":
+    def from_config(cls, section: dict) -> EvalSettings:
         keys = ("batch_size", "device", "dtype", "limit", "num_fewshot", "seed", "bootstrap_iters")
         return cls(**{key: section[key] for key in keys if key in section})
 
@@ -110,9 +113,13 @@ def reference_entry(config: dict, name: str) -> dict | None:
 def model_spec_of(name: str, reference: dict | None, run_folder: str | None = None) -> ModelSpec:
     """The model called ``name``: the reference model ``reference`` if given, else the run's export in ``run_folder``."""
     if reference is not None:
-        return ModelSpec(name, reference["path"], "reference", reference.get("revision"), bool(reference.get("trust_remote_code", False)))
+        return ModelSpec(
+            name, reference["path"], "reference", reference.get("revision"), bool(reference.get("trust_remote_code", False))
+        )
     if run_folder is None:
-        raise EvaluationError(f"config error: unknown model {name!r}; it is neither a training run nor in evaluation.reference_models")
+        raise EvaluationError(
+            f"config error: unknown model {name!r}; it is neither a training run nor in evaluation.reference_models"
+        )
     return ModelSpec(name, str(run_folder), "run")
 
 
@@ -221,8 +228,9 @@ def model_args_text(spec: ModelSpec, settings: EvalSettings) -> str:
 # --- lm-eval ----------------------------------------------------------------------------------
 
 
-def build_include_dir(include_dir: str | Path, *, generated: Sequence[str | Path] = (), local_data: dict | None = None,
-                      tasks: Sequence[str] = ()) -> list[str]:
+def build_include_dir(
+    include_dir: str | Path, *, generated: Sequence[str | Path] = (), local_data: dict | None = None, tasks: Sequence[str] = ()
+) -> list[str]:
     """Fill ``include_dir`` with the generated tasks' YAML, the local-data overrides and the corrected tasks
     (:func:`nanogerman.suites.write_task_definitions`); return the task and group names it defines, generated ones first."""
     include_dir = Path(include_dir)
@@ -248,8 +256,15 @@ def _task_manager(include_path, *, defaults: bool = True):
     return TaskManager(include_path=str(include_path) if include_path else None, include_defaults=defaults)
 
 
-def run_lm_eval(spec: ModelSpec, tasks: Sequence[str], settings: EvalSettings, *, include_dir: str | Path | None = None,
-                included: Sequence[str] = (), lm=None) -> dict:
+def run_lm_eval(
+    spec: ModelSpec,
+    tasks: Sequence[str],
+    settings: EvalSettings,
+    *,
+    include_dir: str | Path | None = None,
+    included: Sequence[str] = (),
+    lm=None,
+) -> dict:
     """lm-eval's results for ``tasks``; the JSON-ready dict, samples left out.
 
     ``included`` are the tasks that ``include_dir`` defines; when it holds them all, lm-eval's
@@ -267,9 +282,17 @@ def run_lm_eval(spec: ModelSpec, tasks: Sequence[str], settings: EvalSettings, *
     try:
         with progress_bars_to_log():
             results = lm_eval.simple_evaluate(
-                model=lm, tasks=list(tasks), num_fewshot=settings.num_fewshot, limit=settings.limit,
-                task_manager=task_manager, log_samples=True, random_seed=settings.seed, numpy_random_seed=settings.seed,
-                torch_random_seed=settings.seed, fewshot_random_seed=settings.seed, bootstrap_iters=settings.bootstrap_iters,
+                model=lm,
+                tasks=list(tasks),
+                num_fewshot=settings.num_fewshot,
+                limit=settings.limit,
+                task_manager=task_manager,
+                log_samples=True,
+                random_seed=settings.seed,
+                numpy_random_seed=settings.seed,
+                torch_random_seed=settings.seed,
+                fewshot_random_seed=settings.seed,
+                bootstrap_iters=settings.bootstrap_iters,
             )
     except (OSError, ConnectionError) as error:
         raise EvaluationError(f"{spec.describe()}: lm-eval could not load a task's data: {first_line(error)}") from None
@@ -284,18 +307,32 @@ def run_lm_eval(spec: ModelSpec, tasks: Sequence[str], settings: EvalSettings, *
     results = json.loads(json.dumps(dict(results), default=handle_non_serializable))
     results.setdefault("config", {})["model_args"] = model_args_text(spec, settings)
     results["config"]["model"] = "hf"
-    results["nanogerman"] = {"model": spec.name, "kind": spec.kind, "path": spec.path, "revision": spec.revision,
-                             "seconds": round(time.time() - started, 3), "versions": package_versions(VERSIONED_PACKAGES),
-                             "chance": chance, "items": items}
+    results["nanogerman"] = {
+        "model": spec.name,
+        "kind": spec.kind,
+        "path": spec.path,
+        "revision": spec.revision,
+        "seconds": round(time.time() - started, 3),
+        "versions": package_versions(VERSIONED_PACKAGES),
+        "chance": chance,
+        "items": items,
+    }
     return results
 
 
-def evaluate_lm_eval(spec: ModelSpec, settings: EvalSettings, out: str | Path, *, tasks: Sequence[str] = (),
-                     generated: Sequence[str | Path] = (), local_data: dict | None = None) -> dict:
+def evaluate_lm_eval(
+    spec: ModelSpec,
+    settings: EvalSettings,
+    out: str | Path,
+    *,
+    tasks: Sequence[str] = (),
+    generated: Sequence[str | Path] = (),
+    local_data: dict | None = None,
+) -> dict:
     """The job of one model: generated tasks + configured tasks through lm-eval, written to ``out``."""
     with scratch_dir("tasks") as include_dir:
         names = build_include_dir(include_dir, generated=generated, local_data=local_data, tasks=tasks)
-        generated_names = names[:len(generated)]
+        generated_names = names[: len(generated)]
         all_tasks = [*[name for name in generated_names if name not in tasks], *tasks]
         if not all_tasks:
             raise EvaluationError("config error: no lm-eval tasks: set evaluation.tasks or enable evaluation.next_passage")
@@ -317,8 +354,8 @@ def rolling_windows(ids: Sequence[int], prefix: int, max_length: int) -> list[tu
     sequence = [prefix, *ids]
     windows = []
     for start in range(0, len(ids), max_length):
-        targets = sequence[start + 1:start + 1 + max_length]
-        windows.append((sequence[start:start + len(targets)], targets))
+        targets = sequence[start + 1 : start + 1 + max_length]
+        windows.append((sequence[start : start + len(targets)], targets))
     return windows
 
 
@@ -331,9 +368,9 @@ def document_nll(model, ids: Sequence[int], prefix: int, max_length: int, *, dev
     by_length: dict[int, list] = {}
     for window in windows:
         by_length.setdefault(len(window[0]), []).append(window)
-    for length, group in sorted(by_length.items()):
+    for _length, group in sorted(by_length.items()):
         for first in range(0, len(group), batch_size):
-            batch = group[first:first + batch_size]
+            batch = group[first : first + batch_size]
             inputs = torch.tensor([window[0] for window in batch], dtype=torch.long, device=device)
             targets = torch.tensor([window[1] for window in batch], dtype=torch.long, device=device)
             with torch.no_grad():
@@ -394,15 +431,29 @@ def model_max_length(model, configured: int | None = None) -> int:
     return int(min(length, configured) if configured else length)
 
 
-def evaluate_bits_per_byte(spec: ModelSpec, settings: EvalSettings, texts: Sequence[str], out: str | Path, *,
-                           max_length: int | None = None, source: dict | None = None, lm=None) -> dict:
+def evaluate_bits_per_byte(
+    spec: ModelSpec,
+    settings: EvalSettings,
+    texts: Sequence[str],
+    out: str | Path,
+    *,
+    max_length: int | None = None,
+    source: dict | None = None,
+    lm=None,
+) -> dict:
     """The bits-per-byte job of one model, written in lm-eval's results shape (task :data:`BPB_TASK`)."""
     lm = lm if lm is not None else load_lm(spec, settings)
     started = time.time()
     model = lm.model
     model.eval()
-    figures = bits_per_byte(model, lm.tokenizer, texts, max_length=model_max_length(model, max_length),
-                            device=str(model.device), batch_size=settings.batch_size)
+    figures = bits_per_byte(
+        model,
+        lm.tokenizer,
+        texts,
+        max_length=model_max_length(model, max_length),
+        device=str(model.device),
+        batch_size=settings.batch_size,
+    )
     entry = {
         "alias": BPB_TASK,
         "bits_per_byte,none": figures["bits_per_byte"],
@@ -412,12 +463,24 @@ def evaluate_bits_per_byte(spec: ModelSpec, settings: EvalSettings, texts: Seque
     results = {
         "results": {BPB_TASK: entry},
         "config": {"model": "hf", "model_args": model_args_text(spec, settings)},
-        "nanogerman": {"model": spec.name, "kind": spec.kind, "path": spec.path, "revision": spec.revision,
-                       "source": source or {}, "seconds": round(time.time() - started, 3), "versions": package_versions(VERSIONED_PACKAGES)},
+        "nanogerman": {
+            "model": spec.name,
+            "kind": spec.kind,
+            "path": spec.path,
+            "revision": spec.revision,
+            "source": source or {},
+            "seconds": round(time.time() - started, 3),
+            "versions": package_versions(VERSIONED_PACKAGES),
+        },
     }
     write_json(out, results)
-    log.info("%s: %.4f bits per byte over %d bytes (uniform over the vocabulary: %.4f)", spec.name,
-             figures["bits_per_byte"], figures["bytes"], figures["uniform_bits_per_byte"])
+    log.info(
+        "%s: %.4f bits per byte over %d bytes (uniform over the vocabulary: %.4f)",
+        spec.name,
+        figures["bits_per_byte"],
+        figures["bytes"],
+        figures["uniform_bits_per_byte"],
+    )
     return results
 
 
@@ -498,23 +561,31 @@ def check_export_evaluation(config: dict) -> None:
     chosen = export.get("runs", True)
     for position, name in enumerate(chosen if isinstance(chosen, list) else []):
         if name not in runs:
-            raise ConfigError(f"config error: export.runs[{position}] is {name!r}; expected the name of a training run ({', '.join(runs) or 'none defined'})")
+            raise ConfigError(
+                f"config error: export.runs[{position}] is {name!r}; expected the name of a training run ({', '.join(runs) or 'none defined'})"
+            )
     exported = exported_runs(config)
     for key in ("checkpoint_step", "publish"):
         for name in export.get(key) or {}:
             if name not in exported:
-                raise ConfigError(f"config error: export.{key} names {name!r}, which is not an exported run ({', '.join(exported) or 'none'})")
+                raise ConfigError(
+                    f"config error: export.{key} names {name!r}, which is not an exported run ({', '.join(exported) or 'none'})"
+                )
     section = config.get("evaluation") or {}
     if not section:
         return
     models = section.get("models", True)
     for position, name in enumerate(models if isinstance(models, list) else []):
         if name not in exported:
-            raise ConfigError(f"config error: evaluation.models[{position}] is {name!r}; expected an exported run ({', '.join(exported) or 'none'})")
+            raise ConfigError(
+                f"config error: evaluation.models[{position}] is {name!r}; expected an exported run ({', '.join(exported) or 'none'})"
+            )
     references = section.get("reference_models") or []
     check_unique_names(references, "evaluation.reference_models")
     if "tasks" in [entry["name"] for entry in references] + exported:
-        raise ConfigError("config error: a model is named 'tasks', which results/eval/tasks/ (the generated tasks) uses; rename it")
+        raise ConfigError(
+            "config error: a model is named 'tasks', which results/eval/tasks/ (the generated tasks) uses; rename it"
+        )
     for position, entry in enumerate(references):
         if entry["name"] in runs:
             raise ConfigError(
@@ -527,8 +598,10 @@ def check_export_evaluation(config: dict) -> None:
         raise ConfigError(str(error)) from None
     for task, folder in (section.get("local_data") or {}).items():
         if task not in tasks:
-            raise ConfigError(f"config error: evaluation.local_data names {task!r}, which is not in evaluation.tasks "
-                              "or a suite of evaluation.run_suites")
+            raise ConfigError(
+                f"config error: evaluation.local_data names {task!r}, which is not in evaluation.tasks "
+                "or a suite of evaluation.run_suites"
+            )
         if not Path(folder).is_dir():
             raise ConfigError(f"config error: evaluation.local_data.{task} is {folder!r}; no such folder")
     for key in ("bits_per_byte", "next_passage"):

@@ -31,18 +31,19 @@ import shutil
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import yaml
 
 from nanogerman.atomic import atomic_path, write_json
 from nanogerman.errors import StageError, first_line
-from nanogerman.provenance import package_versions
-from nanogerman.maxtext_values import maxtext_value
-from nanogerman.scratch import scratch_dir
 from nanogerman.job import format_value
+from nanogerman.maxtext_values import maxtext_value
+from nanogerman.provenance import package_versions
+from nanogerman.scratch import scratch_dir
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +62,47 @@ CHECK_TEXTS = (
     "Über das Ergebnis der Prüfung informieren wir Sie schriftlich, spätestens in vier Wochen.",
 )
 # Training-run arguments that do not describe the model: dropped before the converter and the check.
-NOT_MODEL_KEYS = frozenset({
-    "run_name", "base_output_directory", "tokenizer_type", "tokenizer_path", "steps", "learning_rate",
-    "lr_schedule_type", "warmup_steps_fraction", "learning_rate_final_fraction", "per_device_batch_size",
-    "gradient_accumulation_steps", "max_target_length", "packing", "num_epoch", "init_weights_seed",
-    "data_shuffle_seed", "enable_checkpointing", "checkpoint_period", "async_checkpointing", "eval_interval",
-    "eval_steps", "metrics_file", "hardware", "skip_jax_distributed_system", "load_parameters_path",
-    "load_full_state_path", "dtype", "weight_dtype", "model_name", "override_model_config", "enable_tensorboard",
-    "compile_topology", "compile_topology_num_slices", "train_split", "eval_split", "add_bos", "add_eos",
-})
+NOT_MODEL_KEYS = frozenset(
+    {
+        "run_name",
+        "base_output_directory",
+        "tokenizer_type",
+        "tokenizer_path",
+        "steps",
+        "learning_rate",
+        "lr_schedule_type",
+        "warmup_steps_fraction",
+        "learning_rate_final_fraction",
+        "per_device_batch_size",
+        "gradient_accumulation_steps",
+        "max_target_length",
+        "packing",
+        "num_epoch",
+        "init_weights_seed",
+        "data_shuffle_seed",
+        "enable_checkpointing",
+        "checkpoint_period",
+        "async_checkpointing",
+        "eval_interval",
+        "eval_steps",
+        "metrics_file",
+        "hardware",
+        "skip_jax_distributed_system",
+        "load_parameters_path",
+        "load_full_state_path",
+        "dtype",
+        "weight_dtype",
+        "model_name",
+        "override_model_config",
+        "enable_tensorboard",
+        "compile_topology",
+        "compile_topology_num_slices",
+        "train_split",
+        "eval_split",
+        "add_bos",
+        "add_eos",
+    }
+)
 NOT_MODEL_PREFIXES = ("dataset_", "hf_", "grain_", "tfds_", "eval_", "tokenizer_", "ici_", "dcn_", "profiler")
 
 
@@ -110,7 +143,9 @@ def load_manifest(path: str | Path) -> dict:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
         raise ExportError(f"{path}: unreadable training manifest ({first_line(error)}); rerun the training stage") from None
-    missing = [key for key in ("run", "maxtext_args", "checkpoint_uri", "checkpoint_dir", "checkpoint_step") if key not in manifest]
+    missing = [
+        key for key in ("run", "maxtext_args", "checkpoint_uri", "checkpoint_dir", "checkpoint_step") if key not in manifest
+    ]
     if missing:
         raise ExportError(f"{path}: the training manifest has no {missing[0]!r}; rerun the training stage")
     return manifest
@@ -154,7 +189,11 @@ def check_checkpoint_exists(run: str, checkpoint: str) -> None:
     items = Path(checkpoint)
     step_dir = items.parent
     if not items.is_dir():
-        steps = sorted(int(p.name) for p in step_dir.parent.glob("*") if p.name.isdigit() and (p / "items").is_dir()) if step_dir.parent.is_dir() else []
+        steps = (
+            sorted(int(p.name) for p in step_dir.parent.glob("*") if p.name.isdigit() and (p / "items").is_dir())
+            if step_dir.parent.is_dir()
+            else []
+        )
         found = f"; steps found: {', '.join(map(str, steps))}" if steps else f"; {step_dir.parent} holds no checkpoints"
         raise ExportError(f"run {run}: checkpoint {checkpoint} not found{found}")
 
@@ -225,15 +264,26 @@ def conversion_command(inputs: ExportInputs, out_dir: str | Path, *, python: str
     }
     pairs.setdefault("scan_layers", "true")
     return [
-        python or sys.executable, "-m", CONVERT_MODULE, inputs.model_path,
+        python or sys.executable,
+        "-m",
+        CONVERT_MODULE,
+        inputs.model_path,
         *(f"{key}={value}" for key, value in pairs.items()),
         "--override_model_architecture",
         f"--hf_model_path={inputs.tokenizer_dir.resolve()}",
     ]
 
 
-def logits_command(inputs: ExportInputs, ids_path: str | Path, logits_path: str | Path, *, batch: int, length: int,
-                   scratch: str | Path, python: str | None = None) -> list[str]:
+def logits_command(
+    inputs: ExportInputs,
+    ids_path: str | Path,
+    logits_path: str | Path,
+    *,
+    batch: int,
+    length: int,
+    scratch: str | Path,
+    python: str | None = None,
+) -> list[str]:
     """MaxText's forward pass on the check's ids, in float32, with the run's model (not the converter's)."""
     pairs = {
         **model_pairs(inputs),
@@ -250,8 +300,15 @@ def logits_command(inputs: ExportInputs, ids_path: str | Path, logits_path: str 
         "hardware": "cpu",
         "skip_jax_distributed_system": "true",
     }
-    return [python or sys.executable, "-m", LOGITS_MODULE, str(ids_path), str(logits_path), inputs.model_path,
-            *(f"{key}={value}" for key, value in pairs.items())]
+    return [
+        python or sys.executable,
+        "-m",
+        LOGITS_MODULE,
+        str(ids_path),
+        str(logits_path),
+        inputs.model_path,
+        *(f"{key}={value}" for key, value in pairs.items()),
+    ]
 
 
 def child_env(base: dict | None = None) -> dict:
@@ -303,8 +360,13 @@ def compare_logits(reference, candidate) -> dict:
 
     reference, candidate = np.asarray(reference, dtype=np.float32), np.asarray(candidate, dtype=np.float32)
     if reference.shape != candidate.shape:
-        return {"shape_maxtext": list(reference.shape), "shape_transformers": list(candidate.shape),
-                "max_abs_diff": float("inf"), "mean_abs_diff": float("inf"), "argmax_agreement": 0.0}
+        return {
+            "shape_maxtext": list(reference.shape),
+            "shape_transformers": list(candidate.shape),
+            "max_abs_diff": float("inf"),
+            "mean_abs_diff": float("inf"),
+            "argmax_agreement": 0.0,
+        }
     difference = np.abs(reference - candidate)
     finite = bool(np.isfinite(difference).all())
     return {
@@ -405,7 +467,9 @@ def run_command(command: list[str], env: dict) -> tuple[int, str]:
 
     tail = LineTail()
     log.info("running: %s", " ".join(command))
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", env=env, bufsize=1)
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", env=env, bufsize=1
+    )
     with _CHILDREN_LOCK:
         _CHILDREN.add(process)
     try:
@@ -490,13 +554,22 @@ def export_run(
         np.save(scratch / "ids.npy", ids)
         env = child_env()
         convert = conversion_command(inputs, folder, python=python)
-        forward = logits_command(inputs, scratch / "ids.npy", scratch / "logits.npy", batch=len(ids), length=length,
-                                 scratch=scratch / "maxtext", python=python)
+        forward = logits_command(
+            inputs,
+            scratch / "ids.npy",
+            scratch / "logits.npy",
+            batch=len(ids),
+            length=length,
+            scratch=scratch / "maxtext",
+            python=python,
+        )
         (convert_code, convert_line), (forward_code, forward_line) = run_both((convert, env), (forward, env), runner)
         if convert_code != 0:
             raise ExportError(f"run {inputs.run}: MaxText's converter failed (exit code {convert_code}): {convert_line}")
         if forward_code != 0:
-            raise ExportError(f"run {inputs.run}: MaxText's forward pass for the logits check failed (exit code {forward_code}): {forward_line}")
+            raise ExportError(
+                f"run {inputs.run}: MaxText's forward pass for the logits check failed (exit code {forward_code}): {forward_line}"
+            )
         finish_folder(folder, inputs)
         reference = np.load(scratch / "logits.npy")
         if logits_out is not None:
@@ -514,8 +587,14 @@ def export_run(
             "versions": package_versions(VERSIONED_PACKAGES),
         }
         write_json(folder / "logits_check.json", report)
-    log.info("run %s: exported step %d to %s; max |logit difference| %.3g (tolerance %g)",
-             inputs.run, inputs.step, out_dir, figures["max_abs_diff"], tolerance)
+    log.info(
+        "run %s: exported step %d to %s; max |logit difference| %.3g (tolerance %g)",
+        inputs.run,
+        inputs.step,
+        out_dir,
+        figures["max_abs_diff"],
+        tolerance,
+    )
     return report
 
 
@@ -526,8 +605,15 @@ class PublishError(StageError):
     """The upload to the Hub failed."""
 
 
-def publish_export(folder: str | Path, repo_id: str, out: str | Path, *, private: bool = True,
-                   endpoint: str | None = None, token: str | None = None) -> dict:
+def publish_export(
+    folder: str | Path,
+    repo_id: str,
+    out: str | Path,
+    *,
+    private: bool = True,
+    endpoint: str | None = None,
+    token: str | None = None,
+) -> dict:
     """Upload an exported folder to the Hub model repo ``repo_id`` (created if needed) in one commit; write a receipt.
 
     ``huggingface_hub``'s own upload (``create_repo``, ``create_commit``): the Hub decides per
@@ -545,7 +631,8 @@ def publish_export(folder: str | Path, repo_id: str, out: str | Path, *, private
     try:
         api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
         commit = api.create_commit(
-            repo_id, repo_type="model",
+            repo_id,
+            repo_type="model",
             operations=[CommitOperationAdd(path_in_repo=path.name, path_or_fileobj=str(path)) for path in files],
             commit_message=f"nanogerman export of run {folder.name}",
         )

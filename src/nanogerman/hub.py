@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from huggingface_hub import errors as hub_errors
 
@@ -35,11 +36,11 @@ PERMANENT: tuple[type[BaseException], ...] = (
 class HubTarget:
     """What an attempt reads, for the error messages: a repo at a revision, and the config keys that name them."""
 
-    label: str                 # what the job is doing, e.g. "shard 3 (hf://datasets/owner/name/...)"
+    label: str  # what the job is doing, e.g. "shard 3 (hf://datasets/owner/name/...)"
     repo: str
     revision: str | None
-    repo_key: str              # the config key that names the repo, e.g. "corpus.location"
-    revision_key: str          # the config key that names the revision
+    repo_key: str  # the config key that names the repo, e.g. "corpus.location"
+    revision_key: str  # the config key that names the revision
     missing_file: str = "file not found in the Hub repo"
     repo_kind: str = "dataset repo"
 
@@ -54,15 +55,24 @@ def permanent_message(error: BaseException, target: HubTarget) -> str:
     if isinstance(error, hub_errors.GatedRepoError):
         return f"{target.label}: the {target.repo_kind} {target.repo!r} is gated; accept its terms on the Hub and set HF_TOKEN"
     if isinstance(error, hub_errors.RepositoryNotFoundError):
-        return (f"{target.label}: {target.repo_kind} {target.repo!r} not found on the Hub (or it is private; "
-                f"check {target.repo_key} and your HF_TOKEN)")
+        return (
+            f"{target.label}: {target.repo_kind} {target.repo!r} not found on the Hub (or it is private; "
+            f"check {target.repo_key} and your HF_TOKEN)"
+        )
     if isinstance(error, hub_errors.RevisionNotFoundError):
         return f"{target.label}: revision {target.revision!r} not found in {target.repo!r} (check {target.revision_key})"
     return f"{target.label}: {target.missing_file}"
 
 
-def retry_transient(attempt: Callable[[], Any], *, retries: int, backoff_seconds: float, label: str,
-                    permanent: tuple[type[BaseException], ...] = (), sleep: Callable[[float], None] = time.sleep) -> Any:
+def retry_transient(
+    attempt: Callable[[], Any],
+    *,
+    retries: int,
+    backoff_seconds: float,
+    label: str,
+    permanent: tuple[type[BaseException], ...] = (),
+    sleep: Callable[[float], None] = time.sleep,
+) -> Any:
     """Call ``attempt`` until it succeeds, waiting ``backoff_seconds * 2**k`` between tries.
 
     Exceptions of the ``permanent`` types are raised at once; anything else is treated as
@@ -82,14 +92,24 @@ def retry_transient(attempt: Callable[[], Any], *, retries: int, backoff_seconds
     raise AssertionError("unreachable")
 
 
-def call_hub(attempt: Callable[[], Any], target: HubTarget, *, retries: int, backoff_seconds: float,
-             error: type[Exception], sleep: Callable[[float], None] = time.sleep) -> Any:
+def call_hub(
+    attempt: Callable[[], Any],
+    target: HubTarget,
+    *,
+    retries: int,
+    backoff_seconds: float,
+    error: type[Exception],
+    sleep: Callable[[float], None] = time.sleep,
+) -> Any:
     """Run ``attempt`` against the Hub; raise ``error`` with one line when it cannot succeed."""
     try:
-        return retry_transient(attempt, retries=retries, backoff_seconds=backoff_seconds, label=target.label,
-                               permanent=PERMANENT, sleep=sleep)
+        return retry_transient(
+            attempt, retries=retries, backoff_seconds=backoff_seconds, label=target.label, permanent=PERMANENT, sleep=sleep
+        )
     except PERMANENT as caught:
         raise error(permanent_message(caught, target)) from None
     except Exception as caught:  # transient failures that outlived the retries
-        raise error(f"{target.label}: the Hub did not answer after {retries + 1} attempts ({first_line(caught)}); "
-                    "check the network or set HF_ENDPOINT to a mirror") from None
+        raise error(
+            f"{target.label}: the Hub did not answer after {retries + 1} attempts ({first_line(caught)}); "
+            "check the network or set HF_ENDPOINT to a mirror"
+        ) from None

@@ -18,9 +18,10 @@ import math
 import re
 import signal
 import subprocess
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from nanogerman.errors import StageError
 from nanogerman.maxtext_values import maxtext_arg
@@ -31,11 +32,25 @@ maxtext_log = logging.getLogger("maxtext")
 
 TRAIN_MODULE = "maxtext.trainers.pre_train.train"
 # MaxText arguments that do not change the trained weights: left out of the config hash.
-NOT_HASHED = frozenset({
-    "run_name", "base_output_directory", "metrics_file", "checkpoint_period", "async_checkpointing",
-    "enable_checkpointing", "eval_interval", "eval_steps", "tokenizer_path", "dataset_path", "hardware",
-    "skip_jax_distributed_system", "enable_tensorboard", "grain_train_files", "grain_eval_files",
-})
+NOT_HASHED = frozenset(
+    {
+        "run_name",
+        "base_output_directory",
+        "metrics_file",
+        "checkpoint_period",
+        "async_checkpointing",
+        "enable_checkpointing",
+        "eval_interval",
+        "eval_steps",
+        "tokenizer_path",
+        "dataset_path",
+        "hardware",
+        "skip_jax_distributed_system",
+        "enable_tensorboard",
+        "grain_train_files",
+        "grain_eval_files",
+    }
+)
 VERSIONED_PACKAGES = ("maxtext", "jax", "jaxlib", "flax", "orbax-checkpoint", "tensorflow-datasets", "transformers")
 
 CHECKPOINT_LINE = re.compile(r"Saved a checkpoint at step (\d+)")
@@ -47,7 +62,6 @@ OUT_OF_DATA = "run out of training data"
 
 class TrainingError(StageError):
     """A run cannot be planned, started or finished; the message says which run and why."""
-
 
 
 @dataclass(frozen=True)
@@ -180,7 +194,9 @@ def args_dict(args: Sequence[str]) -> dict[str, str]:
     return dict(argument.split("=", 1) for argument in args if "=" in argument)
 
 
-def config_hash(args: Sequence[str], *, model_text: str, tokenizer_sha256: str, dataset_checksums: dict, global_batch_size: int) -> str:
+def config_hash(
+    args: Sequence[str], *, model_text: str, tokenizer_sha256: str, dataset_checksums: dict, global_batch_size: int
+) -> str:
     """sha256 of everything that changes the trained weights (see :data:`NOT_HASHED` for what does not)."""
     semantic = {key: value for key, value in args_dict(args).items() if key not in NOT_HASHED}
     payload = {
@@ -216,8 +232,9 @@ def committed_steps(checkpoint_dir: str | Path) -> list[int]:
 # --- running MaxText -----------------------------------------------------------------------
 
 
-def run_streaming(argv: Sequence[str], *, env: dict | None = None, on_line: Callable[[str], None] = lambda line: None,
-                  cwd: str | None = None) -> int:
+def run_streaming(
+    argv: Sequence[str], *, env: dict | None = None, on_line: Callable[[str], None] = lambda line: None, cwd: str | None = None
+) -> int:
     """Run ``argv`` (no shell), pass each output line (stdout and stderr) to ``on_line``; return the exit code.
 
     If this process is interrupted (Ctrl-C, or Snakemake's SIGTERM, turned into
@@ -243,6 +260,7 @@ def run_streaming(argv: Sequence[str], *, env: dict | None = None, on_line: Call
 
 def terminate_on_sigterm() -> None:
     """Make SIGTERM raise KeyboardInterrupt in the main thread, so children are stopped and cleanup runs."""
+
     def handler(signum, frame):  # noqa: ARG001
         raise KeyboardInterrupt(f"signal {signum}")
 
@@ -291,6 +309,7 @@ def _shorten(line: str, limit: int = 300) -> str:
     line = " ".join(line.split())
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
+
 # --- the job: one run ----------------------------------------------------------------------
 
 
@@ -306,7 +325,7 @@ class RunInputs:
     model_text: str
 
     @classmethod
-    def load(cls, dataset_manifest: str | Path, tokenizer_dir: str | Path, model_path: str | Path) -> "RunInputs":
+    def load(cls, dataset_manifest: str | Path, tokenizer_dir: str | Path, model_path: str | Path) -> RunInputs:
         manifest_path, tokenizer_path, model = Path(dataset_manifest), Path(tokenizer_dir), Path(model_path)
         try:
             dataset = json.loads(manifest_path.read_text(encoding="utf-8"))
@@ -323,7 +342,14 @@ class RunInputs:
             raise TrainingError(f"{stats_path}: no vocab_size; rerun the tokenizer stage")
         if not model.is_file():
             raise TrainingError(f"{model}: model file not found (training.defaults.model or the run's model)")
-        return cls(dataset, str(manifest_path), str(tokenizer_path.resolve()), stats, str(model.resolve()), model.read_text(encoding="utf-8"))
+        return cls(
+            dataset,
+            str(manifest_path),
+            str(tokenizer_path.resolve()),
+            stats,
+            str(model.resolve()),
+            model.read_text(encoding="utf-8"),
+        )
 
 
 @dataclass
@@ -356,8 +382,15 @@ def checkpoint_base(training: dict, results_dir: str | Path) -> str:
     return str((Path(results_dir) / "checkpoints").resolve())
 
 
-def prepare_job(plan: RunPlan, inputs: RunInputs, *, base_output_directory: str, results_dir: str | Path,
-                tokenizer_path: str | None = None, model_path: str | None = None) -> JobContext:
+def prepare_job(
+    plan: RunPlan,
+    inputs: RunInputs,
+    *,
+    base_output_directory: str,
+    results_dir: str | Path,
+    tokenizer_path: str | None = None,
+    model_path: str | None = None,
+) -> JobContext:
     """Build the MaxText arguments, the config hash and the run_name of a run.
 
     ``tokenizer_path`` and ``model_path`` are where MaxText will see them (a TPU
@@ -366,22 +399,38 @@ def prepare_job(plan: RunPlan, inputs: RunInputs, *, base_output_directory: str,
     data = dict(inputs.dataset["maxtext"])
     vocab = padded_vocab(int(inputs.tokenizer_stats["vocab_size"]), int(plan.settings["vocab_multiple"]))
     tokenizer_json = Path(inputs.tokenizer_dir) / "tokenizer.json"
-    tokenizer_sha = file_sha256(tokenizer_json) if tokenizer_json.is_file() else json.dumps(inputs.tokenizer_stats, sort_keys=True)
+    tokenizer_sha = (
+        file_sha256(tokenizer_json) if tokenizer_json.is_file() else json.dumps(inputs.tokenizer_stats, sort_keys=True)
+    )
     placeholder = maxtext_train_args(
-        plan, model_path=model_path or inputs.model_path, run_name="", base_output_directory=base_output_directory,
-        tokenizer_path=tokenizer_path or inputs.tokenizer_dir, vocab_size=vocab, data=data,
+        plan,
+        model_path=model_path or inputs.model_path,
+        run_name="",
+        base_output_directory=base_output_directory,
+        tokenizer_path=tokenizer_path or inputs.tokenizer_dir,
+        vocab_size=vocab,
+        data=data,
     )
     digest = config_hash(
-        placeholder, model_text=inputs.model_text, tokenizer_sha256=tokenizer_sha,
-        dataset_checksums=inputs.dataset.get("checksums") or {}, global_batch_size=plan.global_batch_size,
+        placeholder,
+        model_text=inputs.model_text,
+        tokenizer_sha256=tokenizer_sha,
+        dataset_checksums=inputs.dataset.get("checksums") or {},
+        global_batch_size=plan.global_batch_size,
     )
     run_name = f"{plan.name}-{digest[:8]}"
     state_dir = Path(results_dir).resolve() / "checkpoints" / run_name
     context = JobContext(plan, inputs, run_name, digest, vocab, base_output_directory, state_dir)
     metrics_file = str(context.raw_metrics) if plan.backend == "local" else None
     context.args = maxtext_train_args(
-        plan, model_path=model_path or inputs.model_path, run_name=run_name, base_output_directory=base_output_directory,
-        tokenizer_path=tokenizer_path or inputs.tokenizer_dir, vocab_size=vocab, data=data, metrics_file=metrics_file,
+        plan,
+        model_path=model_path or inputs.model_path,
+        run_name=run_name,
+        base_output_directory=base_output_directory,
+        tokenizer_path=tokenizer_path or inputs.tokenizer_dir,
+        vocab_size=vocab,
+        data=data,
+        metrics_file=metrics_file,
     )
     return context
 
@@ -398,9 +447,15 @@ class BackendResult:
     details: dict = field(default_factory=dict)
 
 
-
-def build_manifest(context: JobContext, result: BackendResult, summary: dict, checkpoint_step: int, *,
-                   wall_seconds: float, metrics_out: str | Path) -> dict:
+def build_manifest(
+    context: JobContext,
+    result: BackendResult,
+    summary: dict,
+    checkpoint_step: int,
+    *,
+    wall_seconds: float,
+    metrics_out: str | Path,
+) -> dict:
     plan, inputs = context.plan, context.inputs
     s = plan.settings
     stats = inputs.tokenizer_stats
@@ -460,4 +515,3 @@ def build_manifest(context: JobContext, result: BackendResult, summary: dict, ch
         "metrics": str(metrics_out),
         **({"backend_details": result.details} if result.details else {}),
     }
-

@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 import re
 import statistics
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from nanogerman.atomic import atomic_path
 
@@ -18,7 +18,6 @@ STEP_LINE = re.compile(
     r"(?:.*?Tokens/s/device: (?P<tokens_per_sec>[0-9.]+))?"
     r".*?total_weights: (?P<weights>[0-9.]+), loss: (?P<loss>[-+0-9.eE]+|nan|inf)"
 )
-
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
@@ -79,10 +78,12 @@ def summarize_metrics(records: Sequence[dict], tokens_per_step: int) -> dict:
     if not records:
         return {"steps_logged": 0}
     losses = [float(record["learning/loss"]) for record in records]
-    tail = losses[-min(10, len(losses)):]
+    tail = losses[-min(10, len(losses)) :]
     weights = [float(record.get("learning/total_weights", tokens_per_step)) for record in records]
     times = [float(record.get("perf/step_time_seconds", 0.0)) for record in records]
-    steady = [(w, t) for w, t in zip(weights[2:], times[2:]) if t > 0] or [(w, t) for w, t in zip(weights, times) if t > 0]
+    steady = [(w, t) for w, t in zip(weights[2:], times[2:], strict=False) if t > 0] or [
+        (w, t) for w, t in zip(weights, times, strict=False) if t > 0
+    ]
     tokens_per_second = None
     if steady:
         median_time = statistics.median(t for _, t in steady)

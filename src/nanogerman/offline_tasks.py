@@ -18,9 +18,9 @@ import hashlib
 import json
 import random
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import yaml
 
@@ -31,7 +31,9 @@ SPLITS = ("train", "validation", "test")  # lm-eval's training_split, validation
 _SENTENCE_END = re.compile(r"([.!?…]+[\"“”»«’')\]]*)\s+(?=[\"„“»«'(\[]?[A-ZÄÖÜ0-9])")
 
 
-_ABBREVIATIONS = frozenset({"bzw", "ca", "dr", "etc", "evtl", "ggf", "inkl", "nr", "prof", "str", "usw", "vgl", "zb", "abs", "bd", "s"})
+_ABBREVIATIONS = frozenset(
+    {"bzw", "ca", "dr", "etc", "evtl", "ggf", "inkl", "nr", "prof", "str", "usw", "vgl", "zb", "abs", "bd", "s"}
+)
 
 
 class TaskGenerationError(StageError):
@@ -52,7 +54,7 @@ class NextPassageSpec:
     candidates: int = 4  # distractors are drawn from the (choices - 1) * candidates closest in length
 
     @classmethod
-    def from_config(cls, section: dict, task: str | None = None) -> "NextPassageSpec":
+    def from_config(cls, section: dict, task: str | None = None) -> NextPassageSpec:
         keys = ("examples", "seed", "context_chars", "continuation_chars")
         return cls(task=task or section.get("task", cls.task), **{key: section[key] for key in keys if key in section})
 
@@ -64,9 +66,9 @@ def sentences(text: str) -> list[str]:
         paragraph = " ".join(paragraph.split())
         start = 0
         for match in _SENTENCE_END.finditer(paragraph):
-            if _abbreviation(paragraph[start:match.start(1)], match.group(1)):
+            if _abbreviation(paragraph[start : match.start(1)], match.group(1)):
                 continue
-            found.append(paragraph[start:match.end(1)])
+            found.append(paragraph[start : match.end(1)])
             start = match.end()
         if paragraph[start:].strip():
             found.append(paragraph[start:].strip())
@@ -145,8 +147,13 @@ def next_passage_examples(documents: Sequence[str], spec: NextPassageSpec, *, so
         distractors = rng.sample(sorted(set(closest)), needed)
         label = rng.randrange(spec.choices)
         endings = distractors[:label] + [truth] + distractors[label:]
-        example = {"id": number, "document": sources[document] if sources else document, "context": context,
-                   "endings": endings, "label": label}
+        example = {
+            "id": number,
+            "document": sources[document] if sources else document,
+            "context": context,
+            "endings": endings,
+            "label": label,
+        }
         examples.append(example)
     return examples
 
@@ -181,8 +188,14 @@ def write_yaml(path: Path, data: dict) -> None:
     path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
 
 
-def write_next_passage_task(documents: Sequence[str], spec: NextPassageSpec, out_dir: str | Path,
-                            *, sources: Sequence[str] | None = None, provenance: dict | None = None) -> dict:
+def write_next_passage_task(
+    documents: Sequence[str],
+    spec: NextPassageSpec,
+    out_dir: str | Path,
+    *,
+    sources: Sequence[str] | None = None,
+    provenance: dict | None = None,
+) -> dict:
     """Write ``<task>.jsonl``, ``<task>.yaml`` and ``task.json`` (settings, counts, sha256) into ``out_dir``, atomically.
 
     The YAML names the JSON-lines file by its absolute path (lm-eval's ``data_files``);
@@ -219,7 +232,9 @@ def generated_task_yaml(task_dir: str | Path, include_dir: str | Path) -> Path:
         raise TaskGenerationError(f"{info_path}: unreadable task description ({error}); rerun the task's rule") from None
     task = info["task"]
     target = Path(include_dir) / f"{task}.yaml"
-    write_yaml(target, task_yaml(task, task_dir / f"{task}.jsonl", metadata={"seed": info["spec"]["seed"], "sha256": info["sha256"]}))
+    write_yaml(
+        target, task_yaml(task, task_dir / f"{task}.jsonl", metadata={"seed": info["spec"]["seed"], "sha256": info["sha256"]})
+    )
     return target
 
 

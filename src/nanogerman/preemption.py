@@ -174,8 +174,11 @@ def measured_step_seconds(results_dir: str | Path, plan: RunPlan) -> float | Non
         return None
     if not isinstance(earlier, dict) or earlier.get("accelerator") != plan.accelerator:
         return None  # e.g. a CPU trial of the same run: its step time says nothing about the slice
-    times = [float(record["perf/step_time_seconds"]) for record in read_jsonl(folder / "metrics.jsonl")
-             if record.get("step", 0) >= MEASURED_FIRST_STEP and record.get("perf/step_time_seconds")]
+    times = [
+        float(record["perf/step_time_seconds"])
+        for record in read_jsonl(folder / "metrics.jsonl")
+        if record.get("step", 0) >= MEASURED_FIRST_STEP and record.get("perf/step_time_seconds")
+    ]
     return statistics.median(times) if times else None
 
 
@@ -190,8 +193,12 @@ def step_seconds(plan: RunPlan, tpu: dict, vocab_size: int | None, results_dir: 
     if dims is None or not vocab_size:
         return None
     vocab = padded_vocab(vocab_size, int(plan.settings["vocab_multiple"]))
-    flops = train_flops_per_step(dims, vocab_size=vocab, max_target_length=int(plan.settings["max_target_length"]),
-                                 global_batch_size=plan.global_batch_size)
+    flops = train_flops_per_step(
+        dims,
+        vocab_size=vocab,
+        max_target_length=int(plan.settings["max_target_length"]),
+        global_batch_size=plan.global_batch_size,
+    )
     mfu = float(tpu["assumed_mfu"])
     seconds = estimate_step_seconds(flops, plan.accelerator, plan.devices, mfu)
     return seconds, f"estimated: {flops / 1e15:.2f} PFLOP per step on {plan.accelerator} at {mfu:.0%} of its bf16 peak"
@@ -207,8 +214,13 @@ def run_cadence_warning(config: dict, plan: RunPlan) -> str | None:
     if found is None:
         return None
     seconds, source = found
-    return cadence_warning(plan.name, checkpoint_period=int(plan.settings["checkpoint_period"]), step_seconds=seconds,
-                           max_lost_minutes=float(tpu["max_lost_minutes"]), source=source)
+    return cadence_warning(
+        plan.name,
+        checkpoint_period=int(plan.settings["checkpoint_period"]),
+        step_seconds=seconds,
+        max_lost_minutes=float(tpu["max_lost_minutes"]),
+        source=source,
+    )
 
 
 # --- what the workflow prints --------------------------------------------------------------

@@ -14,9 +14,9 @@ import hashlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
-from typing import Iterable
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 COMMIT_VARIABLE = "NANOGERMAN_GIT_COMMIT"  # the commit to record outside a git checkout (e.g. an unpacked release)
@@ -39,6 +39,7 @@ def git_commit(root: str | Path = PROJECT_ROOT) -> str:
 
     Outside a git checkout: ``$NANOGERMAN_GIT_COMMIT`` if set, else :data:`UNKNOWN_COMMIT`.
     """
+
     def git(*args: str) -> subprocess.CompletedProcess | None:
         try:
             return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30)

@@ -32,29 +32,36 @@ value (e.g. an untrained model's score) in ``report.chance`` to draw and flag it
 
 from __future__ import annotations
 
-import hashlib
 import dataclasses
+import hashlib
 import json
 import logging
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from nanogerman.atomic import atomic_path, write_json
-from nanogerman.selection import ConfigError
 from nanogerman.curves import (
-    MARK_OVERFIT, MARK_STALLED, MARK_UNIFORM, eval_curve, no_improvement_message, overfitting_step, read_metrics, uniform_messages,
+    MARK_OVERFIT,
+    MARK_STALLED,
+    MARK_UNIFORM,
+    eval_curve,
+    no_improvement_message,
+    overfitting_step,
+    read_metrics,
+    uniform_messages,
 )
 from nanogerman.errors import StageError
 from nanogerman.offline_tasks import NextPassageSpec
 from nanogerman.provenance import file_sha256, git_commit, package_versions
+from nanogerman.selection import ConfigError
 from nanogerman.tables import MISSING, Cell, Table, best_positions
 from nanogerman.tokenizer_eval import METRICS as TOKENIZER_METRICS
 from nanogerman.tokenizer_eval_summary import latex_table as tokenizer_latex
-from nanogerman.tokenizer_eval_summary import load_results
+from nanogerman.tokenizer_eval_summary import load_results, plot_metric, summary_frame
 from nanogerman.tokenizer_eval_summary import markdown_table as tokenizer_markdown
-from nanogerman.tokenizer_eval_summary import plot_metric, summary_frame
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +187,9 @@ def read_train_manifest(path: str | Path) -> Run:
     except KeyError as error:
         raise ReportError(f"{path}: no key {error.args[0]!r}; expected a train.json written by the training stage") from None
     except (TypeError, ValueError) as error:
-        raise ReportError(f"{path}: a value has the wrong type ({error}); expected a train.json written by the training stage") from None
+        raise ReportError(
+            f"{path}: a value has the wrong type ({error}); expected a train.json written by the training stage"
+        ) from None
 
 
 def read_loss_curve(path: str | Path) -> list[tuple[int, float]]:
@@ -189,8 +198,9 @@ def read_loss_curve(path: str | Path) -> list[tuple[int, float]]:
 
     if not Path(path).is_file():
         raise ReportError(f"{path}: training metrics not found")
-    return [(record["step"], float(record["learning/loss"])) for record in dedupe_steps(read_jsonl(path))
-            if "learning/loss" in record]
+    return [
+        (record["step"], float(record["learning/loss"])) for record in dedupe_steps(read_jsonl(path)) if "learning/loss" in record
+    ]
 
 
 def read_scores(path: str | Path) -> tuple[dict[tuple[str, str], Score], dict]:
@@ -212,11 +222,20 @@ def read_scores(path: str | Path) -> tuple[dict[tuple[str, str], Score], dict]:
         "model_args": config.get("model_args"),
         "eval_config_hash": eval_config_hash(data) if config else None,
         "eval_git_hash": data.get("git_hash"),
-        "uniform_bits_per_byte": {task: entry["uniform_bits_per_byte"] for task, entry in results.items()
-                                  if isinstance(entry, dict) and _is_number(entry.get("uniform_bits_per_byte"))} or None,
-        "versions": {**{name: version for name, version in recorded.items() if version},
-                     **{name: data[key] for name, key in (("lm_eval", "lm_eval_version"), ("transformers", "transformers_version"))
-                        if data.get(key)}},
+        "uniform_bits_per_byte": {
+            task: entry["uniform_bits_per_byte"]
+            for task, entry in results.items()
+            if isinstance(entry, dict) and _is_number(entry.get("uniform_bits_per_byte"))
+        }
+        or None,
+        "versions": {
+            **{name: version for name, version in recorded.items() if version},
+            **{
+                name: data[key]
+                for name, key in (("lm_eval", "lm_eval_version"), ("transformers", "transformers_version"))
+                if data.get(key)
+            },
+        },
     }
     return scores, provenance
 
@@ -228,8 +247,17 @@ def _is_number(value: Any) -> bool:
 def eval_config_hash(data: dict) -> str:
     """sha256 of what decides an lm-eval result: model and its arguments, limit, seeds, shots and task versions."""
     config = data.get("config") or {}
-    kept = ("model", "model_args", "limit", "bootstrap_iters", "gen_kwargs", "random_seed", "numpy_seed", "torch_seed",
-            "fewshot_seed")
+    kept = (
+        "model",
+        "model_args",
+        "limit",
+        "bootstrap_iters",
+        "gen_kwargs",
+        "random_seed",
+        "numpy_seed",
+        "torch_seed",
+        "fewshot_seed",
+    )
     payload = {"config": {key: config.get(key) for key in kept}, "n-shot": data.get("n-shot"), "versions": data.get("versions")}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode("utf-8")).hexdigest()
 
@@ -276,13 +304,15 @@ class ReportSettings:
     flags: FlagSettings = FlagSettings()
 
     @classmethod
-    def from_config(cls, config: dict) -> "ReportSettings":
+    def from_config(cls, config: dict) -> ReportSettings:
         """The ``report`` section (schema defaults filled in or not) and the evaluation stage's task names."""
         section = config.get("report") or {}
         flags = section.get("flags") or {}
         low, high = flags.get("learning_rate_range", FlagSettings.learning_rate_range)
         if not 0 < low < high:
-            raise ConfigError(f"config error: report.flags.learning_rate_range is {[low, high]!r}; expected [low, high] with 0 < low < high")
+            raise ConfigError(
+                f"config error: report.flags.learning_rate_range is {[low, high]!r}; expected [low, high] with 0 < low < high"
+            )
         tasks = section.get("tasks")
         averaged = section.get("average_tasks")
         return cls(
@@ -297,13 +327,12 @@ class ReportSettings:
             ),
         )
 
-
     def as_param(self) -> dict:
         """These settings as builtins, for a rule's ``params``: Snakemake sees a change in a dict, not in an object."""
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_param(cls, value: dict) -> "ReportSettings":
+    def from_param(cls, value: dict) -> ReportSettings:
         """The inverse of :meth:`as_param`."""
         value = dict(value)
         flags = dict(value.pop("flags"))
@@ -316,7 +345,9 @@ def evaluation_tasks(config: dict) -> list[str]:
     """Task names the evaluation stage's config lists (``evaluation.tasks``: names, or entries with ``name``/``task``)."""
     section = config.get("evaluation") or {}
     suites = section.get("suites") or {}
-    tasks = [task for suite in section.get("run_suites") or [] for task in suites.get(suite) or []] + list(section.get("tasks") or [])
+    tasks = [task for suite in section.get("run_suites") or [] for task in suites.get(suite) or []] + list(
+        section.get("tasks") or []
+    )
     names = []
     for entry in tasks if isinstance(tasks, list) else []:
         name = entry if isinstance(entry, str) else (entry.get("name") or entry.get("task")) if isinstance(entry, dict) else None
@@ -389,7 +420,9 @@ def select_columns(models: Sequence[Model], settings: ReportSettings) -> list[Co
     if settings.tasks is not None:
         tasks = list(settings.tasks)
     else:
-        tasks = [task for task in settings.task_order if task in found] + [task for task in found if task not in settings.task_order]
+        tasks = [task for task in settings.task_order if task in found] + [
+            task for task in found if task not in settings.task_order
+        ]
     columns = []
     for task in tasks:
         for metric in METRICS:
@@ -416,8 +449,9 @@ def average(model: Model, columns: Sequence[Column]) -> float | None:
 
 
 def chance_count(model: Model, columns: Sequence[Column], flags: FlagSettings) -> int:
-    return sum(near_chance(model.scores.get((column.task, column.metric.key)), column.chance, flags.chance_stderrs)
-               for column in columns)
+    return sum(
+        near_chance(model.scores.get((column.task, column.metric.key)), column.chance, flags.chance_stderrs) for column in columns
+    )
 
 
 def uniform_flags(model: Model) -> list[str]:
@@ -457,12 +491,14 @@ def overview_table(models: Sequence[Model], columns: Sequence[Column], flags: Fl
             if score is None:
                 cells.append(Cell(MISSING))
                 continue
-            cells.append(Cell(
-                column.metric.format(score.value),
-                bold=row in best[column.key],
-                marks=MARK_CHANCE if near_chance(score, column.chance, flags.chance_stderrs) else "",
-                stderr=None if score.stderr is None else column.metric.format(score.stderr),
-            ))
+            cells.append(
+                Cell(
+                    column.metric.format(score.value),
+                    bold=row in best[column.key],
+                    marks=MARK_CHANCE if near_chance(score, column.chance, flags.chance_stderrs) else "",
+                    stderr=None if score.stderr is None else column.metric.format(score.stderr),
+                )
+            )
         value = averages[row]
         cells.append(Cell(MISSING if value is None else AVG_FORMAT.format(value), bold=row in best_average))
         cells.append(Cell("; ".join(model_flags(model, columns, flags))))
@@ -481,19 +517,23 @@ def overview_notes(columns: Sequence[Column], settings: ReportSettings, missing:
     averaged = [column.title for column in columns if column.averaged]
     chance = {column.task: column.chance for column in columns if column.metric.accuracy}
     chance_text = ", ".join(f"{task} {'none' if level is None else f'{level:g}'}" for task, level in chance.items())
-    run_flags_note = (f"{MARK_LR} learning rate outside {format_learning_rate(flags.learning_rate_range[0])}–"
-                      f"{format_learning_rate(flags.learning_rate_range[1])}; {MARK_LOSS} loss (mean of the last logged steps) "
-                      f"fell less than {flags.min_loss_drop:.0%} from the first step's; {MARK_OVERFIT} validation loss rose for 3 "
-                      f"evaluations in a row while the training loss fell; {MARK_UNIFORM} held-out bits per byte at or above "
-                      "a uniform guess over the vocabulary (log2 V × tokens per byte); "
-                      f"{MARK_STALLED} held-out bits per byte no lower at the last evaluated checkpoint than at the first.")
+    run_flags_note = (
+        f"{MARK_LR} learning rate outside {format_learning_rate(flags.learning_rate_range[0])}–"
+        f"{format_learning_rate(flags.learning_rate_range[1])}; {MARK_LOSS} loss (mean of the last logged steps) "
+        f"fell less than {flags.min_loss_drop:.0%} from the first step's; {MARK_OVERFIT} validation loss rose for 3 "
+        f"evaluations in a row while the training loss fell; {MARK_UNIFORM} held-out bits per byte at or above "
+        "a uniform guess over the vocabulary (log2 V × tokens per byte); "
+        f"{MARK_STALLED} held-out bits per byte no lower at the last evaluated checkpoint than at the first."
+    )
     if not columns:
         notes = ["No evaluation results yet: the task columns appear once the evaluation stage has run.", run_flags_note]
     else:
         notes = [
             "Best value per column in **bold** (highest accuracy, lowest bits per byte); ± one standard error (lm-eval's).",
             f"{MARK_CHANCE} within {flags.chance_stderrs:g} standard errors of chance (chance: {chance_text or 'no accuracy columns'}).",
-            "Avg.: unweighted mean of " + (", ".join(averaged) if averaged else "no column") + f"; {MISSING} where one of them is missing.",
+            "Avg.: unweighted mean of "
+            + (", ".join(averaged) if averaged else "no column")
+            + f"; {MISSING} where one of them is missing.",
             run_flags_note,
         ]
     if missing:
@@ -531,23 +571,39 @@ def format_accelerator(run: Run) -> str:
 
 def run_table(runs: Sequence[Run], flags: FlagSettings) -> Table:
     """A row per training run: tokenizer, learning rate, steps, batch, tokens, loss, wall time, accelerator, config hash, flags."""
-    table = Table(["Run", "Tokenizer", "Learning rate", "Steps", "Batch (seq. × tokens)", "Tokens seen", "Loss (first → final)",
-                   "Wall time", "Accelerator", "Config hash", "Flags"], align="llrrrrrrlll")
+    table = Table(
+        [
+            "Run",
+            "Tokenizer",
+            "Learning rate",
+            "Steps",
+            "Batch (seq. × tokens)",
+            "Tokens seen",
+            "Loss (first → final)",
+            "Wall time",
+            "Accelerator",
+            "Config hash",
+            "Flags",
+        ],
+        align="llrrrrrrlll",
+    )
     for run in runs:
         found = run_flags(run, flags)
-        table.add([
-            Cell(run.name),
-            Cell(run.tokenizer),
-            Cell(format_learning_rate(run.learning_rate), marks=MARK_LR if "lr" in found else ""),
-            Cell(f"{run.steps:,}"),
-            Cell(f"{run.global_batch_size:,} × {run.context:,}"),
-            Cell(format_tokens(run.tokens_seen)),
-            Cell(f"{run.first_loss:.3f} → {run.final_loss:.3f}", marks=MARK_LOSS if "loss" in found else ""),
-            Cell(format_duration(run.wall_seconds)),
-            Cell(format_accelerator(run)),
-            Cell(run.config_hash[:12]),
-            Cell("; ".join(found.values())),
-        ])
+        table.add(
+            [
+                Cell(run.name),
+                Cell(run.tokenizer),
+                Cell(format_learning_rate(run.learning_rate), marks=MARK_LR if "lr" in found else ""),
+                Cell(f"{run.steps:,}"),
+                Cell(f"{run.global_batch_size:,} × {run.context:,}"),
+                Cell(format_tokens(run.tokens_seen)),
+                Cell(f"{run.first_loss:.3f} → {run.final_loss:.3f}", marks=MARK_LOSS if "loss" in found else ""),
+                Cell(format_duration(run.wall_seconds)),
+                Cell(format_accelerator(run)),
+                Cell(run.config_hash[:12]),
+                Cell("; ".join(found.values())),
+            ]
+        )
     return table
 
 
@@ -575,8 +631,16 @@ def provenance_table(models: Sequence[Model], commit: str) -> Table:
     table = Table(["Model", "Kind", "Train config hash", "Eval config hash", "Git commit", "Versions"], align="llllll")
     for model in models:
         found = model_provenance(model, commit)
-        table.add([model.name, model.kind, (found["train_config_hash"] or MISSING)[:12],
-                   (found["eval_config_hash"] or MISSING)[:12], found["git_commit"], found["versions"] or MISSING])
+        table.add(
+            [
+                model.name,
+                model.kind,
+                (found["train_config_hash"] or MISSING)[:12],
+                (found["eval_config_hash"] or MISSING)[:12],
+                found["git_commit"],
+                found["versions"] or MISSING,
+            ]
+        )
     return table
 
 
@@ -603,9 +667,12 @@ def overview_frame(models: Sequence[Model], columns: Sequence[Column], flags: Fl
         row["flags"] = "; ".join(model_flags(model, columns, flags))
         row.update(model_provenance(model, commit))
         rows.append(row)
-    return pd.DataFrame(rows, columns=["model", "kind"] + [key for column in columns for key in
-                                                           (column.key, f"{column.key}_stderr", f"{column.key}_near_chance")]
-                        + ["avg", "flags", "train_config_hash", "eval_config_hash", "versions", "git_commit", "model_args"])
+    return pd.DataFrame(
+        rows,
+        columns=["model", "kind"]
+        + [key for column in columns for key in (column.key, f"{column.key}_stderr", f"{column.key}_near_chance")]
+        + ["avg", "flags", "train_config_hash", "eval_config_hash", "versions", "git_commit", "model_args"],
+    )
 
 
 def runs_frame(runs: Sequence[Run], flags: FlagSettings, commit: str):
@@ -614,27 +681,62 @@ def runs_frame(runs: Sequence[Run], flags: FlagSettings, commit: str):
     rows = []
     for run in runs:
         found = run_flags(run, flags)
-        rows.append({
-            "run": run.name, "tokenizer": run.tokenizer, "learning_rate": run.learning_rate, "steps": run.steps,
-            "global_batch_size": run.global_batch_size, "max_target_length": run.context, "tokens_seen": run.tokens_seen,
-            "first_loss": run.first_loss, "final_loss": run.final_loss, "final_loss_tail_mean": run.tail_loss,
-            "loss_drop": loss_drop(run), "wall_seconds": run.wall_seconds, "accelerator": run.accelerator,
-            "devices": run.devices, "flag_learning_rate": "lr" in found, "flag_loss": "loss" in found,
-            "overfitting_from_step": run.overfitting_from,
-            "flags": "; ".join(found.values()), "config_hash": run.config_hash, "versions": format_versions(run.versions),
-            "git_commit": run.git_commit or commit,
-        })
-    return pd.DataFrame(rows, columns=["run", "tokenizer", "learning_rate", "steps", "global_batch_size", "max_target_length",
-                                       "tokens_seen", "first_loss", "final_loss", "final_loss_tail_mean", "loss_drop",
-                                       "wall_seconds", "accelerator", "devices", "flag_learning_rate", "flag_loss",
-                                       "overfitting_from_step", "flags",
-                                       "config_hash", "versions", "git_commit"])
+        rows.append(
+            {
+                "run": run.name,
+                "tokenizer": run.tokenizer,
+                "learning_rate": run.learning_rate,
+                "steps": run.steps,
+                "global_batch_size": run.global_batch_size,
+                "max_target_length": run.context,
+                "tokens_seen": run.tokens_seen,
+                "first_loss": run.first_loss,
+                "final_loss": run.final_loss,
+                "final_loss_tail_mean": run.tail_loss,
+                "loss_drop": loss_drop(run),
+                "wall_seconds": run.wall_seconds,
+                "accelerator": run.accelerator,
+                "devices": run.devices,
+                "flag_learning_rate": "lr" in found,
+                "flag_loss": "loss" in found,
+                "overfitting_from_step": run.overfitting_from,
+                "flags": "; ".join(found.values()),
+                "config_hash": run.config_hash,
+                "versions": format_versions(run.versions),
+                "git_commit": run.git_commit or commit,
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "run",
+            "tokenizer",
+            "learning_rate",
+            "steps",
+            "global_batch_size",
+            "max_target_length",
+            "tokens_seen",
+            "first_loss",
+            "final_loss",
+            "final_loss_tail_mean",
+            "loss_drop",
+            "wall_seconds",
+            "accelerator",
+            "devices",
+            "flag_learning_rate",
+            "flag_loss",
+            "overfitting_from_step",
+            "flags",
+            "config_hash",
+            "versions",
+            "git_commit",
+        ],
+    )
 
 
 def tokenizers_frame(results: Sequence[dict], commit: str):
     """The tokenizer evaluation's summary rows with provenance: library versions, Hub commit, project commit."""
     import pandas as pd
-
 
     frame = summary_frame(list(results)) if results else pd.DataFrame(columns=["tokenizer"])
     frame["versions"] = [format_versions(result.get("versions") or {}) for result in results]
@@ -646,8 +748,14 @@ def tokenizers_frame(results: Sequence[dict], commit: str):
 # --- Markdown and HTML -----------------------------------------------------------------------------
 
 
-def markdown_report(models: Sequence[Model], columns: Sequence[Column], runs: Sequence[Run], tokenizer_results: Sequence[dict],
-                    settings: ReportSettings, commit: str) -> str:
+def markdown_report(
+    models: Sequence[Model],
+    columns: Sequence[Column],
+    runs: Sequence[Run],
+    tokenizer_results: Sequence[dict],
+    settings: ReportSettings,
+    commit: str,
+) -> str:
     """The whole report as one Markdown page: overview, run table, tokenizer table, provenance."""
 
     flags = settings.flags
@@ -708,9 +816,14 @@ def plot_placeholder(folder: str | Path, name: str, message: str) -> list[Path]:
         plt.close(figure)
 
 
-def plot_loss_curves(runs: Sequence[Run], curves: Sequence[Sequence[tuple[int, float]]], flags: FlagSettings,
-                     folder: str | Path, name: str = "loss_curves",
-                     eval_curves: Sequence[Sequence[tuple[int, float]]] | None = None) -> list[Path]:
+def plot_loss_curves(
+    runs: Sequence[Run],
+    curves: Sequence[Sequence[tuple[int, float]]],
+    flags: FlagSettings,
+    folder: str | Path,
+    name: str = "loss_curves",
+    eval_curves: Sequence[Sequence[tuple[int, float]]] | None = None,
+) -> list[Path]:
     """Every run's training loss (solid) and validation loss (dashed, same colour) on one chart, steps on a log scale; flags in the legend."""
     from nanogerman.plots import pyplot, save_figure
 
@@ -719,15 +832,23 @@ def plot_loss_curves(runs: Sequence[Run], curves: Sequence[Sequence[tuple[int, f
     plt = pyplot()
     figure, axes = plt.subplots(figsize=(7, 4.2))
     eval_curves = eval_curves or [[] for _ in runs]
-    for run, curve, validation in zip(runs, curves, eval_curves):
+    for run, curve, validation in zip(runs, curves, eval_curves, strict=False):
         if not curve:
             continue
         found = run_flags(run, flags)
         label = run.name + "".join(f" {RUN_MARKS[key]} {message}" for key, message in found.items())
         (line,) = axes.plot([step + 1 for step, _ in curve], [loss for _, loss in curve], label=label, linewidth=1.2)
         if validation:
-            axes.plot([step + 1 for step, _ in validation], [loss for _, loss in validation], linestyle="--", marker="o",
-                      markersize=3, color=line.get_color(), linewidth=1.2, label=f"{run.name} validation")
+            axes.plot(
+                [step + 1 for step, _ in validation],
+                [loss for _, loss in validation],
+                linestyle="--",
+                marker="o",
+                markersize=3,
+                color=line.get_color(),
+                linewidth=1.2,
+                label=f"{run.name} validation",
+            )
     axes.set_xscale("log")
     axes.set_xlabel("training step + 1 (log scale)")
     axes.set_ylabel("loss (nats per token)")
@@ -740,8 +861,9 @@ def plot_loss_curves(runs: Sequence[Run], curves: Sequence[Sequence[tuple[int, f
         plt.close(figure)
 
 
-def plot_tasks(models: Sequence[Model], columns: Sequence[Column], flags: FlagSettings, folder: str | Path,
-               name: str = "tasks") -> list[Path]:
+def plot_tasks(
+    models: Sequence[Model], columns: Sequence[Column], flags: FlagSettings, folder: str | Path, name: str = "tasks"
+) -> list[Path]:
     """A panel per task metric, a bar per model, whiskers of ± chance_stderrs standard errors, the chance level dashed.
 
     Bars within that many standard errors of chance are hatched and marked †; the best bar is orange.
@@ -756,7 +878,7 @@ def plot_tasks(models: Sequence[Model], columns: Sequence[Column], flags: FlagSe
     width = max(3.0, 0.55 * len(models) + 1.6)
     figure, grid = plt.subplots(rows, per_row, figsize=(width * per_row, 3.6 * rows), squeeze=False)
     k = flags.chance_stderrs
-    for panel, column in zip(grid.flat, columns):
+    for panel, column in zip(grid.flat, columns, strict=False):
         scores = [model.scores.get((column.task, column.metric.key)) for model in models]
         values = [None if score is None else score.value for score in scores]
         best = best_positions(values, higher_is_better=column.metric.higher_is_better, fmt=column.metric.format)
@@ -764,14 +886,17 @@ def plot_tasks(models: Sequence[Model], columns: Sequence[Column], flags: FlagSe
         heights = [math.nan if value is None else value for value in values]
         errors = [0.0 if score is None or score.stderr is None else k * score.stderr for score in scores]
         colors = ["tab:orange" if position in best else "tab:blue" for position in range(len(models))]
-        bars = panel.bar(range(len(models)), heights, yerr=errors, capsize=3, color=colors,
-                         hatch=None, edgecolor="black", linewidth=0.5)
-        for bar, flag in zip(bars, flagged):
+        bars = panel.bar(
+            range(len(models)), heights, yerr=errors, capsize=3, color=colors, hatch=None, edgecolor="black", linewidth=0.5
+        )
+        for bar, flag in zip(bars, flagged, strict=False):
             if flag:
                 bar.set_hatch("//")
                 bar.set_alpha(0.6)
-        labels = [MISSING if value is None else column.metric.format(value) + (MARK_CHANCE if flag else "")
-                  for value, flag in zip(values, flagged)]
+        labels = [
+            MISSING if value is None else column.metric.format(value) + (MARK_CHANCE if flag else "")
+            for value, flag in zip(values, flagged, strict=False)
+        ]
         panel.bar_label(bars, labels=labels, fontsize=7, padding=2)
         if column.chance is not None:
             panel.axhline(column.chance, color="tab:red", linestyle="--", linewidth=1, label=f"chance {column.chance:g}")
@@ -779,10 +904,13 @@ def plot_tasks(models: Sequence[Model], columns: Sequence[Column], flags: FlagSe
         panel.set_xticks(range(len(models)), [model.name for model in models], rotation=30, ha="right", fontsize=8)
         panel.set_title(column.title, fontsize=9)
         panel.margins(y=0.2)
-    for panel in list(grid.flat)[len(columns):]:
+    for panel in list(grid.flat)[len(columns) :]:
         panel.axis("off")
-    figure.suptitle(f"Whiskers: ± {k:g} standard errors. Hatched bars ({MARK_CHANCE}): within {k:g} standard errors of chance "
-                    "(dashed line). Orange: best.", fontsize=9)
+    figure.suptitle(
+        f"Whiskers: ± {k:g} standard errors. Hatched bars ({MARK_CHANCE}): within {k:g} standard errors of chance "
+        "(dashed line). Orange: best.",
+        fontsize=9,
+    )
     figure.tight_layout(rect=(0, 0, 1, 0.95))
     try:
         return save_figure(figure, Path(folder), name)
@@ -810,8 +938,17 @@ def tokenizer_plot_names() -> list[str]:
 # --- the whole report ----------------------------------------------------------------------------
 
 
-OUTPUT_KEYS = ("overview_md", "overview_csv", "overview_tex", "overview_html", "runs_csv", "runs_tex", "tokenizers_csv",
-               "tokenizers_tex", "provenance")
+OUTPUT_KEYS = (
+    "overview_md",
+    "overview_csv",
+    "overview_tex",
+    "overview_html",
+    "runs_csv",
+    "runs_tex",
+    "tokenizers_csv",
+    "tokenizers_tex",
+    "provenance",
+)
 
 
 def write_text(destination: str | Path, text: str) -> None:
@@ -849,16 +986,23 @@ def write_report(
     curve_list = [read_loss_curve(path) for path in curves]
     metrics = [read_metrics(path) for path in curves]
     stalled = no_improvement_message(checkpoint_curves)
-    run_list = [replace(run, overfitting_from=overfitting_step(records), stalled=stalled.get(run.name))
-                for run, records in zip(run_list, metrics)]
+    run_list = [
+        replace(run, overfitting_from=overfitting_step(records), stalled=stalled.get(run.name))
+        for run, records in zip(run_list, metrics, strict=False)
+    ]
     models = assemble_models(run_list, evaluations)
     from dataclasses import replace
 
     from nanogerman.contamination import contamination_section
     from nanogerman.suites import recorded_chances, task_notes
 
-    settings = replace(settings, chance={**recorded_chances(path for paths in evaluations.values() for path in paths
-                                                            if str(path).endswith("lm_eval.json")), **settings.chance})
+    settings = replace(
+        settings,
+        chance={
+            **recorded_chances(path for paths in evaluations.values() for path in paths if str(path).endswith("lm_eval.json")),
+            **settings.chance,
+        },
+    )
     columns = select_columns(models, settings)
     for path in tokenizers:
         read_json(path, "tokenizer evaluation result")  # one-line error for a missing or broken file
@@ -866,7 +1010,9 @@ def write_report(
     flags = settings.flags
 
     page = markdown_report(models, columns, run_list, tokenizer_results, settings, commit)
-    page += "".join(f"\n{note}\n" for note in task_notes([column.task for column in columns])) + contamination_section(contamination)
+    page += "".join(f"\n{note}\n" for note in task_notes([column.task for column in columns])) + contamination_section(
+        contamination
+    )
     write_text(outputs["overview_md"], page)
     write_text(outputs["overview_html"], markdown_to_html(page))
     write_csv(outputs["overview_csv"], overview_frame(models, columns, flags, commit))
@@ -874,14 +1020,23 @@ def write_report(
     write_csv(outputs["runs_csv"], runs_frame(run_list, flags, commit))
     write_text(outputs["runs_tex"], run_table(run_list, flags).latex())
     write_csv(outputs["tokenizers_csv"], tokenizers_frame(tokenizer_results, commit))
-    write_text(outputs["tokenizers_tex"], tokenizer_latex(tokenizer_results) if tokenizer_results else "% no tokenizer evaluation\n")
+    write_text(
+        outputs["tokenizers_tex"], tokenizer_latex(tokenizer_results) if tokenizer_results else "% no tokenizer evaluation\n"
+    )
 
     plots = Path(plots_dir)
     plot_loss_curves(run_list, curve_list, flags, plots, eval_curves=[eval_curve(records) for records in metrics])
     plot_tasks(models, columns, flags, plots)
     plot_tokenizers(tokenizer_results, plots / "tokenizers")
 
-    inputs = [*runs, *curves, *(path for paths in evaluations.values() for path in paths), *tokenizers, *contamination, *checkpoint_curves]
+    inputs = [
+        *runs,
+        *curves,
+        *(path for paths in evaluations.values() for path in paths),
+        *tokenizers,
+        *contamination,
+        *checkpoint_curves,
+    ]
     record = {
         "git_commit": commit,
         "versions": report_versions(),
@@ -891,12 +1046,21 @@ def write_report(
             "columns": [column.key for column in columns],
             "averaged": [column.key for column in columns if column.averaged],
             "chance": {column.key: column.chance for column in columns if column.metric.accuracy},
-            "flags": {"chance_stderrs": flags.chance_stderrs, "min_loss_drop": flags.min_loss_drop,
-                      "learning_rate_range": list(flags.learning_rate_range)},
+            "flags": {
+                "chance_stderrs": flags.chance_stderrs,
+                "min_loss_drop": flags.min_loss_drop,
+                "learning_rate_range": list(flags.learning_rate_range),
+            },
         },
     }
     write_json(outputs["provenance"], record)
     flagged = sum(bool(model_flags(model, columns, flags)) for model in models)
-    log.info("report: %d models, %d columns, %d runs, %d tokenizers; %d models flagged", len(models), len(columns),
-             len(run_list), len(tokenizer_results), flagged)
+    log.info(
+        "report: %d models, %d columns, %d runs, %d tokenizers; %d models flagged",
+        len(models),
+        len(columns),
+        len(run_list),
+        len(tokenizer_results),
+        flagged,
+    )
     return record

@@ -37,6 +37,10 @@ def prune_unrecorded_checkpoints(checkpoint_dir: str | Path, committed: list[int
     removed = [step for step in committed if step > through]
     for step in removed:
         shutil.rmtree(Path(checkpoint_dir) / str(step))
-        log.info("removed checkpoint step %d of %s: the metrics stop at step %d, so MaxText retrains the steps after it",
-                 step, checkpoint_dir, through)
+        log.info(
+            "removed checkpoint step %d of %s: the metrics stop at step %d, so MaxText retrains the steps after it",
+            step,
+            checkpoint_dir,
+            through,
+        )
     return removed

@@ -64,8 +64,9 @@ def mcnemar_p(first: Sequence[float], second: Sequence[float]) -> float:
     return float(binomtest(only_first, only_first + only_second, 0.5).pvalue)
 
 
-def bootstrap_interval(first: Sequence[float], second: Sequence[float], *, iterations: int = 10_000, seed: int = 1234,
-                       confidence: float = 0.95) -> tuple[float, float]:
+def bootstrap_interval(
+    first: Sequence[float], second: Sequence[float], *, iterations: int = 10_000, seed: int = 1234, confidence: float = 0.95
+) -> tuple[float, float]:
     """Percentile interval of the mean paired difference, items resampled with replacement."""
     differences = np.asarray(first, dtype=float) - np.asarray(second, dtype=float)
     rng = np.random.default_rng(seed)
@@ -75,32 +76,71 @@ def bootstrap_interval(first: Sequence[float], second: Sequence[float], *, itera
     return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
 
 
-def paired_comparison(first: str, second: str, task: str, metric: str, items_first: dict, items_second: dict, *,
-                      iterations: int = 10_000, seed: int = 1234) -> Comparison:
+def paired_comparison(
+    first: str,
+    second: str,
+    task: str,
+    metric: str,
+    items_first: dict,
+    items_second: dict,
+    *,
+    iterations: int = 10_000,
+    seed: int = 1234,
+) -> Comparison:
     """Compare two models' per-item ``metric`` on ``task`` over the items both have (``{"doc_id": [...], metric: [...]}``)."""
     try:
-        a = dict(zip(items_first["doc_id"], items_first[metric]))
-        b = dict(zip(items_second["doc_id"], items_second[metric]))
+        a = dict(zip(items_first["doc_id"], items_first[metric], strict=False))
+        b = dict(zip(items_second["doc_id"], items_second[metric], strict=False))
     except KeyError as error:
-        raise SignificanceError(f"{task}: no per-item {error.args[0]!r} for {first} or {second}; rerun their evaluation") from None
+        raise SignificanceError(
+            f"{task}: no per-item {error.args[0]!r} for {first} or {second}; rerun their evaluation"
+        ) from None
     shared = sorted(set(a) & set(b))
     if not shared:
         raise SignificanceError(f"{task}: {first} and {second} share no items")
     x, y = [float(a[key]) for key in shared], [float(b[key]) for key in shared]
     low, high = bootstrap_interval(x, y, iterations=iterations, seed=seed)
     binary = set(x) | set(y) <= {0.0, 1.0}
-    return Comparison(first, second, task, metric, float(np.mean(x) - np.mean(y)), low, high,
-                      mcnemar_p(x, y) if binary else None, len(shared), "paired bootstrap + McNemar" if binary else "paired bootstrap")
+    return Comparison(
+        first,
+        second,
+        task,
+        metric,
+        float(np.mean(x) - np.mean(y)),
+        low,
+        high,
+        mcnemar_p(x, y) if binary else None,
+        len(shared),
+        "paired bootstrap + McNemar" if binary else "paired bootstrap",
+    )
 
 
-def unpaired_comparison(first: str, second: str, task: str, metric: str, value_first: float, stderr_first: float,
-                        value_second: float, stderr_second: float) -> Comparison:
+def unpaired_comparison(
+    first: str,
+    second: str,
+    task: str,
+    metric: str,
+    value_first: float,
+    stderr_first: float,
+    value_second: float,
+    stderr_second: float,
+) -> Comparison:
     """Two published values ± standard error (no per-item data): a two-sided z-test and a 95 % normal interval."""
     difference = value_first - value_second
     spread = math.hypot(stderr_first, stderr_second)
     p_value = math.erfc(abs(difference) / spread / math.sqrt(2)) if spread > 0 else (0.0 if difference else 1.0)
-    return Comparison(first, second, task, metric, difference, difference - 1.96 * spread, difference + 1.96 * spread,
-                      p_value, None, "unpaired z-test (value ± stderr)")
+    return Comparison(
+        first,
+        second,
+        task,
+        metric,
+        difference,
+        difference - 1.96 * spread,
+        difference + 1.96 * spread,
+        p_value,
+        None,
+        "unpaired z-test (value ± stderr)",
+    )
 
 
 def comparison_pairs(runs: Sequence[dict]) -> list[tuple[str, str]]:
@@ -124,12 +164,16 @@ def write_comparisons(comparisons: Sequence[Comparison], markdown_out: str | Pat
     def number(value, fmt="{:+.4f}"):
         return "–" if value is None else fmt.format(value)
 
-    lines = ["| first | second | task | metric | difference | 95 % interval | p | items | test | significant |",
-             "|---|---|---|---|---:|---|---:|---:|---|---|"]
+    lines = [
+        "| first | second | task | metric | difference | 95 % interval | p | items | test | significant |",
+        "|---|---|---|---|---:|---|---:|---:|---|---|",
+    ]
     for c in comparisons:
-        lines.append(f"| {c.first} | {c.second} | {c.task} | {c.metric} | {number(c.difference)} | "
-                     f"[{number(c.low)}, {number(c.high)}] | {number(c.p_value, '{:.3g}')} | {c.items or '–'} | {c.test} | "
-                     f"{'yes' if c.significant else 'no'} |")
+        lines.append(
+            f"| {c.first} | {c.second} | {c.task} | {c.metric} | {number(c.difference)} | "
+            f"[{number(c.low)}, {number(c.high)}] | {number(c.p_value, '{:.3g}')} | {c.items or '–'} | {c.test} | "
+            f"{'yes' if c.significant else 'no'} |"
+        )
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(COLUMNS)
@@ -142,8 +186,14 @@ def write_comparisons(comparisons: Sequence[Comparison], markdown_out: str | Pat
         temporary.write_text(buffer.getvalue(), encoding="utf-8")
 
 
-def compare_results(pairs: Sequence[tuple[str, str]], results: dict[str, str | Path], *, metrics: Sequence[str] = ("acc", "acc_norm"),
-                    iterations: int = 10_000, seed: int = 1234) -> list[Comparison]:
+def compare_results(
+    pairs: Sequence[tuple[str, str]],
+    results: dict[str, str | Path],
+    *,
+    metrics: Sequence[str] = ("acc", "acc_norm"),
+    iterations: int = 10_000,
+    seed: int = 1234,
+) -> list[Comparison]:
     """Paired comparisons for every pair and every task both models' lm-eval results hold per-item scores for."""
     import json
 
@@ -156,6 +206,9 @@ def compare_results(pairs: Sequence[tuple[str, str]], results: dict[str, str | P
         for task in [task for task in items[first] if task in items[second]]:
             for metric in metrics:
                 if metric in items[first][task] and metric in items[second][task]:
-                    found.append(paired_comparison(first, second, task, metric, items[first][task], items[second][task],
-                                                   iterations=iterations, seed=seed))
+                    found.append(
+                        paired_comparison(
+                            first, second, task, metric, items[first][task], items[second][task], iterations=iterations, seed=seed
+                        )
+                    )
     return found

@@ -42,8 +42,10 @@ def configured_tasks(section: dict) -> list[str]:
     names: list[str] = []
     for position, suite in enumerate(section.get("run_suites") or []):
         if suite not in suites:
-            raise SuiteError(f"config error: evaluation.run_suites[{position}] is {suite!r}; expected one of evaluation.suites "
-                             f"({', '.join(suites) or 'none defined'})")
+            raise SuiteError(
+                f"config error: evaluation.run_suites[{position}] is {suite!r}; expected one of evaluation.suites "
+                f"({', '.join(suites) or 'none defined'})"
+            )
         names.extend(suites[suite])
     names.extend(section.get("tasks") or [])
     return list(dict.fromkeys(names))
@@ -137,7 +139,9 @@ def _write_group(include_dir: Path, group: str, group_yaml: Path, folder: str | 
     definition = load_yaml(group_yaml, resolve_func=False)
     subtasks = definition.get("task") or []
     if not all(isinstance(subtask, str) for subtask in subtasks):
-        raise SuiteError(f"evaluation.local_data.{group}: the group defines subtasks inline ({group_yaml}); only named ones are supported")
+        raise SuiteError(
+            f"evaluation.local_data.{group}: the group defines subtasks inline ({group_yaml}); only named ones are supported"
+        )
     for subtask in subtasks:
         _write_override(include_dir, subtask, _override(subtask, _installed(subtask, "task"), folder))
     write_yaml(include_dir / f"group_{group}.yaml", definition)
@@ -168,7 +172,7 @@ def chance_levels(results: dict, samples: dict) -> dict[str, dict[str, float | N
         for metric in ("acc", "acc_norm"):
             values = [(found.get(task) or {}).get(metric) for task in subtasks]
             if total and all(value is not None for value in values):
-                levels[metric] = sum(value * sizes[task] for value, task in zip(values, subtasks)) / total
+                levels[metric] = sum(value * sizes[task] for value, task in zip(values, subtasks, strict=False)) / total
         found[group] = levels
     return found
 
@@ -202,9 +206,11 @@ def recorded_chances(result_files) -> dict[str, float | None]:
     return found
 
 
-ARC_FOOTNOTE = ("arc_de is lm-eval 0.4.13's task as published, which deletes every [...] span from questions and answers "
-                "(HellaSwag's preprocessing, lm-eval issue 2000); arc_de_fixed is the same task without that step "
-                "(src/nanogerman/task_fixes.py).")
+ARC_FOOTNOTE = (
+    "arc_de is lm-eval 0.4.13's task as published, which deletes every [...] span from questions and answers "
+    "(HellaSwag's preprocessing, lm-eval issue 2000); arc_de_fixed is the same task without that step "
+    "(src/nanogerman/task_fixes.py)."
+)
 
 
 def task_notes(tasks: Sequence[str]) -> list[str]:

@@ -8,18 +8,45 @@ table and the booktabs LaTeX tabular, so both always agree.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 MISSING = "---"
 # Footnote markers and their LaTeX form (text mode).
-LATEX_MARKS = {"†": r"\textsuperscript{\dag}", "‡": r"\textsuperscript{\ddag}", "§": r"\textsuperscript{\S}", "*": r"\textsuperscript{*}",
-               "¶": r"\textsuperscript{\P}", "‖": r"\textsuperscript{\textbardbl}",
-               "¤": r"\textsuperscript{\textcurrency}"}
-_LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                   "→": r"$\rightarrow$", "×": r"$\times$", "±": r"$\pm$", "–": "--", "≥": r"$\geq$", "<": r"$<$", ">": r"$>$",
-                   "†": r"\dag{}", "‡": r"\ddag{}", "§": r"\S{}", "¶": r"\P{}", "‖": r"\textbardbl{}", "¤": r"\textcurrency{}"}
+LATEX_MARKS = {
+    "†": r"\textsuperscript{\dag}",
+    "‡": r"\textsuperscript{\ddag}",
+    "§": r"\textsuperscript{\S}",
+    "*": r"\textsuperscript{*}",
+    "¶": r"\textsuperscript{\P}",
+    "‖": r"\textsuperscript{\textbardbl}",
+    "¤": r"\textsuperscript{\textcurrency}",
+}
+_LATEX_SPECIALS = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "→": r"$\rightarrow$",
+    "×": r"$\times$",
+    "±": r"$\pm$",
+    "–": "--",
+    "≥": r"$\geq$",
+    "<": r"$<$",
+    ">": r"$>$",
+    "†": r"\dag{}",
+    "‡": r"\ddag{}",
+    "§": r"\S{}",
+    "¶": r"\P{}",
+    "‖": r"\textbardbl{}",
+    "¤": r"\textcurrency{}",
+}
 
 
 @dataclass(frozen=True)

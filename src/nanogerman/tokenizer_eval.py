@@ -27,9 +27,10 @@ import math
 import os
 import re
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -101,7 +102,7 @@ class TextStats:
         """Add non-empty ``texts`` and their ids, in order."""
         if len(texts) != len(token_ids):
             raise ValueError(f"{len(texts)} texts but {len(token_ids)} encodings")
-        for text, ids in zip(texts, token_ids):
+        for text, ids in zip(texts, token_ids, strict=False):
             tokens = len(ids)
             size = len(text.encode("utf-8"))
             lines = text.count("\n") + 1  # == len(text.split("\n"))
@@ -118,7 +119,7 @@ class TextStats:
                 self.zero_token_texts += 1
             self.ids.update(ids)
 
-    def merged(self, other: "TextStats") -> "TextStats":
+    def merged(self, other: TextStats) -> TextStats:
         return TextStats(
             texts=self.texts + other.texts,
             zero_token_texts=self.zero_token_texts + other.zero_token_texts,
@@ -178,8 +179,10 @@ def read_text_batches(
         readers = {".parquet": _parquet_batches, ".jsonl": _jsonl_batches, ".txt": _txt_batches}
         reader = readers.get(path.suffix)
         if reader is None:
-            raise TokenizerEvalError(f"{path}: cannot read texts from a {path.suffix or 'suffix-less'} file; "
-                                     f"expected one of {', '.join(TEXT_SUFFIXES)}")
+            raise TokenizerEvalError(
+                f"{path}: cannot read texts from a {path.suffix or 'suffix-less'} file; "
+                f"expected one of {', '.join(TEXT_SUFFIXES)}"
+            )
         if not path.is_file():
             raise TokenizerEvalError(f"{path}: file not found")
         for batch in reader(path, text_field, batch_size):
@@ -269,7 +272,7 @@ class EvalDataset:
     source: dict = field(default_factory=dict)  # what the config says, for the record
 
     @classmethod
-    def from_params(cls, params: dict) -> "EvalDataset":
+    def from_params(cls, params: dict) -> EvalDataset:
         return cls(
             name=params["name"],
             files=tuple(str(path) for path in params["files"]),
@@ -311,7 +314,7 @@ class HubDataset:
     samples: int | None = None
 
     @classmethod
-    def from_config(cls, entry: dict) -> "HubDataset":
+    def from_config(cls, entry: dict) -> HubDataset:
         return cls(
             name=entry["name"],
             repo=entry["hub"],
@@ -338,8 +341,14 @@ def fetch_hub_dataset(
     import huggingface_hub
 
     endpoint = hub_endpoint()  # read now, so a mirror or test stand-in set later counts
-    target = HubTarget(spec.label, spec.repo, spec.revision, repo_key="the hub key", revision_key="the revision key",
-                       missing_file="a data file vanished from the repo while reading it; run again")
+    target = HubTarget(
+        spec.label,
+        spec.repo,
+        spec.revision,
+        repo_key="the hub key",
+        revision_key="the revision key",
+        missing_file="a data file vanished from the repo while reading it; run again",
+    )
 
     def hub_call(attempt: Callable[[], Any]) -> Any:
         return call_hub(attempt, target, retries=retries, backoff_seconds=backoff_seconds, error=TokenizerEvalError)
@@ -363,9 +372,15 @@ def fetch_hub_dataset(
                 remaining = None if spec.samples is None else spec.samples - rows
                 if remaining == 0:
                     break
-                cached = hub_call(lambda: huggingface_hub.hf_hub_download(
-                    repo_id=spec.repo, filename=filename, repo_type="dataset", revision=info.sha, endpoint=endpoint,
-                ))
+                cached = hub_call(
+                    lambda filename=filename: huggingface_hub.hf_hub_download(
+                        repo_id=spec.repo,
+                        filename=filename,
+                        repo_type="dataset",
+                        revision=info.sha,
+                        endpoint=endpoint,
+                    )
+                )
                 used.append(filename)
                 # hf_hub_download keeps the repo's file name; read it by that suffix.
                 for batch in read_text_batches([cached], text_field=spec.text_field, limit=remaining, batch_size=4096):
@@ -376,8 +391,15 @@ def fetch_hub_dataset(
             raise TokenizerEvalError(f"{spec.label}: the split holds no text in the field {spec.text_field!r}")
     manifest = {
         "name": spec.name,
-        "source": {"kind": "hub", "repo": spec.repo, "revision": spec.revision, "commit": info.sha, "split": spec.split,
-                   "text_field": spec.text_field, "samples": spec.samples},
+        "source": {
+            "kind": "hub",
+            "repo": spec.repo,
+            "revision": spec.revision,
+            "commit": info.sha,
+            "split": spec.split,
+            "text_field": spec.text_field,
+            "samples": spec.samples,
+        },
         "files": used,
         "rows": rows,
         "empty_texts": empty,
@@ -401,7 +423,7 @@ class TokenizerSource:
     trust_remote_code: bool = False
 
     @classmethod
-    def from_params(cls, params: dict) -> "TokenizerSource":
+    def from_params(cls, params: dict) -> TokenizerSource:
         return cls(
             name=params["name"],
             path=str(params["path"]),
@@ -425,8 +447,10 @@ def load_tokenizer(source: TokenizerSource):
     """``AutoTokenizer.from_pretrained`` on the folder or Hub id; any failure is one line naming the tokenizer."""
     local = source.is_local
     if not local and (source.kind == "trained" or not HUB_ID.match(source.path)):
-        raise TokenizerEvalError(f"{source.label}: {source.path!r} is not a folder"
-                                 + ("" if source.kind == "trained" else " and not a Hub repo id like 'dbmdz/german-gpt2'"))
+        raise TokenizerEvalError(
+            f"{source.label}: {source.path!r} is not a folder"
+            + ("" if source.kind == "trained" else " and not a Hub repo id like 'dbmdz/german-gpt2'")
+        )
     from transformers import AutoTokenizer
 
     options: dict[str, Any] = {"trust_remote_code": source.trust_remote_code}
@@ -441,8 +465,10 @@ def load_tokenizer(source: TokenizerSource):
         elif local:
             hint = "the folder needs tokenizer.json or the files of a slow tokenizer, and tokenizer_config.json"
         else:
-            hint = ("check the repo id and revision, and the network (HF_ENDPOINT for a mirror, HF_TOKEN for gated repos), "
-                    "or give a local folder")
+            hint = (
+                "check the repo id and revision, and the network (HF_ENDPOINT for a mirror, HF_TOKEN for gated repos), "
+                "or give a local folder"
+            )
         raise TokenizerEvalError(f"{source.label}: cannot load it ({type(error).__name__}: {message}); {hint}") from None
 
 
@@ -462,7 +488,9 @@ def hub_commit(source: TokenizerSource) -> str | None:
 Encoder = Callable[[list[str]], list[list[int]]]
 
 
-def batch_encoders(tokenizer, *, trained_folder: str | Path | None = None, threads: int | None = None) -> list[tuple[str, Encoder]]:
+def batch_encoders(
+    tokenizer, *, trained_folder: str | Path | None = None, threads: int | None = None
+) -> list[tuple[str, Encoder]]:
     """Batch encoders that should give ``tokenizer.encode``'s ids, fastest first, with their names.
 
     - a trained nanochat tokenizer's ``tokenizer.pkl`` (``trained_folder``): tiktoken's
@@ -479,6 +507,7 @@ def batch_encoders(tokenizer, *, trained_folder: str | Path | None = None, threa
         encoders.append(("tiktoken.Encoding.encode_batch", tiktoken_encode))
     backend = getattr(tokenizer, "_tokenizer", None)
     if isinstance(backend, Tokenizer) and backend.truncation is None and backend.padding is None:
+
         def encode_fast(texts: list[str]) -> list[list[int]]:
             return [encoding.ids for encoding in backend.encode_batch_fast(texts, add_special_tokens=True)]
 
@@ -519,8 +548,9 @@ def tiktoken_encoder(folder: str | Path, threads: int | None = None) -> Encoder 
 
 def transformers_batch_encoder(tokenizer) -> Encoder:
     def encode(texts: list[str]) -> list[list[int]]:
-        encoded = tokenizer(texts, add_special_tokens=True, return_attention_mask=False, return_token_type_ids=False,
-                            verbose=False)
+        encoded = tokenizer(
+            texts, add_special_tokens=True, return_attention_mask=False, return_token_type_ids=False, verbose=False
+        )
         return [list(ids) for ids in encoded["input_ids"]]
 
     return encode
@@ -528,6 +558,7 @@ def transformers_batch_encoder(tokenizer) -> Encoder:
 
 def one_at_a_time_encoder(tokenizer) -> Encoder:
     """The baseline: one ``tokenizer.encode`` call per text (for checks and the benchmark)."""
+
     def encode(texts: list[str]) -> list[list[int]]:
         return [tokenizer.encode(text) for text in texts]
 
@@ -541,8 +572,10 @@ def checked_encoder(tokenizer, encoders: list[tuple[str, Encoder]], texts: list[
         if encode(texts) == expected:
             return name, encode
         log.warning("%s: %s gives other ids than encode(); trying the next batch encoder", label, name)
-    raise TokenizerEvalError(f"{label}: no batch encoder gives the ids of encode() text by text "
-                             f"(tried {', '.join(name for name, _ in encoders)}); it cannot be evaluated in batches")
+    raise TokenizerEvalError(
+        f"{label}: no batch encoder gives the ids of encode() text by text "
+        f"(tried {', '.join(name for name, _ in encoders)}); it cannot be evaluated in batches"
+    )
 
 
 # --- the evaluation ----------------------------------------------------------------------------
@@ -558,8 +591,9 @@ def evaluate_texts(
     for dataset in datasets:
         stats[dataset.name] = TextStats()
         empty[dataset.name] = 0
-        for batch in read_text_batches(dataset.files, text_field=dataset.text_field, limit=dataset.samples,
-                                       batch_size=batch_size):
+        for batch in read_text_batches(
+            dataset.files, text_field=dataset.text_field, limit=dataset.samples, batch_size=batch_size
+        ):
             texts = [text for text in batch if text and text.strip()]
             blank = sum(1 for text in batch if text and not text.strip())
             stats[dataset.name].whitespace_texts_skipped += blank
@@ -618,8 +652,9 @@ def evaluate_tokenizer(
     per_dataset, empty, encode_seconds = evaluate_texts(datasets, encode, batch_size=batch_size, clock=clock)
     total = pooled(per_dataset.values())
     if total.texts == 0:
-        raise TokenizerEvalError(f"{source.label}: the datasets hold no non-empty text "
-                                 f"({', '.join(dataset.name for dataset in datasets)})")
+        raise TokenizerEvalError(
+            f"{source.label}: the datasets hold no non-empty text ({', '.join(dataset.name for dataset in datasets)})"
+        )
     result = {
         "name": source.name,
         "kind": source.kind,
@@ -653,7 +688,12 @@ def evaluate_tokenizer(
     metrics = result["metrics"]
     log.info(
         "%s: %d texts, %d tokens, fertility %.3f, vocab utilization %.1f%%, %.1f MB/s (%s)",
-        source.label, total.texts, total.tokens, metrics["fertility"], 100 * metrics["vocab_utilization"],
-        result["encode_mb_per_second"] or math.nan, encoder_name,
+        source.label,
+        total.texts,
+        total.tokens,
+        metrics["fertility"],
+        100 * metrics["vocab_utilization"],
+        result["encode_mb_per_second"] or math.nan,
+        encoder_name,
     )
     return result

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from nanogerman.atomic import atomic_path
 from nanogerman.plots import pyplot, save_figure
@@ -32,7 +32,9 @@ def format_metric(key: str, value: float | None) -> str:
 
 def best_rows(values: list[float | None], key: str) -> set[int]:
     """Positions of the best value of ``key`` (ties on the printed value all count as best)."""
-    return best_positions(values, higher_is_better=METRIC_BY_KEY[key].higher_is_better, fmt=lambda value: format_metric(key, value))
+    return best_positions(
+        values, higher_is_better=METRIC_BY_KEY[key].higher_is_better, fmt=lambda value: format_metric(key, value)
+    )
 
 
 def metric_values(results: list[dict], key: str, dataset: str | None = None) -> list[float | None]:
@@ -117,7 +119,12 @@ def per_dataset_frame(results: list[dict]):
     for result in results:
         for dataset in result["datasets"]:
             row = {"tokenizer": result["name"], "dataset": dataset["name"]}
-            row.update({key: dataset["totals"].get(key) for key in ("texts", "tokens", "bytes", "distinct_ids", "empty_texts", "whitespace_texts_skipped")})
+            row.update(
+                {
+                    key: dataset["totals"].get(key)
+                    for key in ("texts", "tokens", "bytes", "distinct_ids", "empty_texts", "whitespace_texts_skipped")
+                }
+            )
             row.update({metric.key: dataset["metrics"].get(metric.key) for metric in ALL_METRICS})
             rows.append(row)
     return pd.DataFrame(rows)
@@ -174,7 +181,7 @@ def plot_per_dataset(results: list[dict], folder: str | Path) -> list[Path]:
     width = max(10.0, 0.9 * len(datasets) * max(1, len(results)) * columns / 3 + 4)
     figure, grid = plt.subplots(rows, columns, figsize=(width, 3.4 * rows), squeeze=False)
     bar_width = 0.8 / max(1, len(results))
-    for panel, metric in zip(grid.flat, ALL_METRICS):
+    for panel, metric in zip(grid.flat, ALL_METRICS, strict=False):
         scale = 100 if metric.key == "vocab_utilization" else 1
         for offset, result in enumerate(results):
             values = [dataset_entry(result, name).get("metrics", {}).get(metric.key) for name in datasets]
@@ -183,7 +190,7 @@ def plot_per_dataset(results: list[dict], folder: str | Path) -> list[Path]:
             panel.bar(positions, heights, width=bar_width, label=result["name"])
         panel.set_xticks(range(len(datasets)), datasets, rotation=30, ha="right", fontsize=8)
         panel.set_title(metric.title + (" (%)" if scale == 100 else ""), fontsize=9)
-    for panel in list(grid.flat)[len(ALL_METRICS):]:
+    for panel in list(grid.flat)[len(ALL_METRICS) :]:
         panel.axis("off")
     handles, labels = grid.flat[0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="upper center", ncol=min(len(labels), 6), fontsize=8, frameon=False)

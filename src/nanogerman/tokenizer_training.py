@@ -26,10 +26,11 @@ import logging
 import pickle
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Full, Queue
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -90,7 +91,7 @@ class TokenizerSpec:
         check_vocab_size(self.vocab_size, self.special_tokens, f"tokenizer {self.name!r}: vocab_size")
 
     @classmethod
-    def from_config(cls, entry: dict) -> "TokenizerSpec":
+    def from_config(cls, entry: dict) -> TokenizerSpec:
         return cls(
             name=entry["name"],
             kind=entry["kind"],
@@ -153,8 +154,7 @@ def iter_texts(
     skipped. ``counter`` (if given) records what was yielded. With ``read_ahead`` > 0 a
     background thread decodes up to that many batches ahead (see :func:`read_ahead_of`).
     """
-    batches = text_batches(shard_paths, max_chars=max_chars, max_doc_chars=max_doc_chars,
-                           counter=counter, batch_size=batch_size)
+    batches = text_batches(shard_paths, max_chars=max_chars, max_doc_chars=max_doc_chars, counter=counter, batch_size=batch_size)
     if read_ahead > 0:
         batches = read_ahead_of(batches, read_ahead)
     for batch in batches:
@@ -299,6 +299,7 @@ def import_converter_in_background() -> threading.Thread:
     The import costs about a second of Python work; rustbpe releases the GIL while it
     counts pairs, so on two or more cores the import is free when started first.
     """
+
     def load() -> None:
         import transformers.integrations.tiktoken  # noqa: F401
 
@@ -444,7 +445,10 @@ def train_tokenizer(
         log.warning(
             "tokenizer %s: the training text (%d characters) gave only %d of the %d tokens asked for "
             "(vocab_size); train on more text or lower vocab_size",
-            spec.name, counter.characters, reached, spec.vocab_size,
+            spec.name,
+            counter.characters,
+            reached,
+            spec.vocab_size,
         )
     checked = check_same_ids(encoding, tokenizer, kept) if encoding is not None else 0
 
@@ -490,7 +494,13 @@ def train_tokenizer(
         write_json(folder / "stats.json", stats)
     log.info(
         "tokenizer %s (%s): vocab %d of %d, %d documents, %d characters, trained in %.2f s, %.2f s in all",
-        spec.name, spec.kind, reached, spec.vocab_size, counter.documents, counter.characters,
-        training_seconds, stats["seconds"],
+        spec.name,
+        spec.kind,
+        reached,
+        spec.vocab_size,
+        counter.documents,
+        counter.characters,
+        training_seconds,
+        stats["seconds"],
     )
     return stats

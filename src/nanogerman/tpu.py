@@ -47,18 +47,27 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 from nanogerman import tpu_worker
 from nanogerman.errors import StageError
-from nanogerman.provenance import PROJECT_ROOT
 from nanogerman.job import (
-    TRAIN_MODULE, BackendResult, JobContext, LineTail, RunInputs, RunPlan, TrainingError, prepare_job,
-    run_streaming, safe_name, smoke_args,
+    TRAIN_MODULE,
+    BackendResult,
+    JobContext,
+    LineTail,
+    RunInputs,
+    RunPlan,
+    TrainingError,
+    prepare_job,
+    run_streaming,
+    safe_name,
+    smoke_args,
 )
 from nanogerman.metrics import StepRecorder, dedupe_steps, read_jsonl
+from nanogerman.provenance import PROJECT_ROOT
 from nanogerman.tpu_env import tpu_requirements
 from nanogerman.tpu_records import LogStreamer, TpuError, controller_lock, latest_attempt, read_records, run_verdict
 
@@ -100,11 +109,17 @@ class TpuTarget:
     provisioning: str = "spot"
 
     @classmethod
-    def from_settings(cls, settings: dict) -> "TpuTarget":
+    def from_settings(cls, settings: dict) -> TpuTarget:
         """From a run's validated ``training.tpu`` settings (:attr:`RunPlan.tpu`)."""
         name = safe_name(f"{settings['name_prefix']}-{settings['accelerator_type']}-{settings['zone']}")[:63].rstrip("-")
-        return cls(name, str(settings["project"]), str(settings["zone"]), str(settings["accelerator_type"]),
-                   str(settings["runtime_version"]), str(settings["provisioning"]))
+        return cls(
+            name,
+            str(settings["project"]),
+            str(settings["zone"]),
+            str(settings["accelerator_type"]),
+            str(settings["runtime_version"]),
+            str(settings["provisioning"]),
+        )
 
     def scope(self) -> list[str]:
         return ["--project", self.project, "--zone", self.zone]
@@ -113,10 +128,23 @@ class TpuTarget:
 def create_args(target: TpuTarget) -> list[str]:
     flags = {"spot": ["--spot"], "reserved": ["--reserved"], "on-demand": []}
     if target.provisioning not in flags:
-        raise TpuError(f"config error: training.tpu.provisioning is {target.provisioning!r}; expected one of 'spot', 'on-demand', 'reserved'")
+        raise TpuError(
+            f"config error: training.tpu.provisioning is {target.provisioning!r}; expected one of 'spot', 'on-demand', 'reserved'"
+        )
     return [
-        GCLOUD, "compute", "tpus", "queued-resources", "create", target.name, "--node-id", target.name, *target.scope(),
-        "--accelerator-type", target.accelerator_type, "--runtime-version", target.runtime_version,
+        GCLOUD,
+        "compute",
+        "tpus",
+        "queued-resources",
+        "create",
+        target.name,
+        "--node-id",
+        target.name,
+        *target.scope(),
+        "--accelerator-type",
+        target.accelerator_type,
+        "--runtime-version",
+        target.runtime_version,
         *flags[target.provisioning],
     ]
 
@@ -132,15 +160,34 @@ def delete_args(target: TpuTarget) -> list[str]:
 
 def ssh_args(target: TpuTarget, command: str, worker: str = "all") -> list[str]:
     return [
-        GCLOUD, "compute", "tpus", "tpu-vm", "ssh", target.name, *target.scope(), f"--worker={worker}",
-        "--ssh-flag=-oServerAliveInterval=30", "--ssh-flag=-oServerAliveCountMax=4", f"--command={command}",
+        GCLOUD,
+        "compute",
+        "tpus",
+        "tpu-vm",
+        "ssh",
+        target.name,
+        *target.scope(),
+        f"--worker={worker}",
+        "--ssh-flag=-oServerAliveInterval=30",
+        "--ssh-flag=-oServerAliveCountMax=4",
+        f"--command={command}",
     ]
 
 
-def scp_args(target: TpuTarget, sources: Sequence[str], remote_dir: str, *, recurse: bool = False, worker: str = "all") -> list[str]:
+def scp_args(
+    target: TpuTarget, sources: Sequence[str], remote_dir: str, *, recurse: bool = False, worker: str = "all"
+) -> list[str]:
     return [
-        GCLOUD, "compute", "tpus", "tpu-vm", "scp", *sources, f"{target.name}:{remote_dir}", *target.scope(),
-        f"--worker={worker}", *(["--recurse"] if recurse else []),
+        GCLOUD,
+        "compute",
+        "tpus",
+        "tpu-vm",
+        "scp",
+        *sources,
+        f"{target.name}:{remote_dir}",
+        *target.scope(),
+        f"--worker={worker}",
+        *(["--recurse"] if recurse else []),
     ]
 
 
@@ -186,23 +233,39 @@ def remote_join(words: Sequence[str]) -> str:
 
 def setup_command(requirements_name: str, *, python: str, uv_version: str, stamp: str) -> str:
     """Install the training environment in ~/nanogerman/venv once per VM (skipped when the stamp is there)."""
-    install = " && ".join([
-        remote_join(["python3", "-m", "pip", "install", "--user", "--quiet", f"uv=={uv_version}"]),
-        remote_join(["python3", "-m", "uv", "venv", "--python", python, "venv"]),
-        remote_join(["python3", "-m", "uv", "pip", "install", "--python", "venv/bin/python", "-r", requirements_name]),
-        remote_join(["touch", f"venv/{stamp}"]),
-    ])
+    install = " && ".join(
+        [
+            remote_join(["python3", "-m", "pip", "install", "--user", "--quiet", f"uv=={uv_version}"]),
+            remote_join(["python3", "-m", "uv", "venv", "--python", python, "venv"]),
+            remote_join(["python3", "-m", "uv", "pip", "install", "--python", "venv/bin/python", "-r", requirements_name]),
+            remote_join(["touch", f"venv/{stamp}"]),
+        ]
+    )
     return f"cd {REMOTE_ROOT} && ({remote_join(['test', '-f', f'venv/{stamp}'])} || ({install}))"
 
 
-def launch_command(run_dir: str, attempt: str, heartbeat: float, args: Sequence[str], *, module: str = TRAIN_MODULE,
-                   env: dict | None = None) -> str:
+def launch_command(
+    run_dir: str, attempt: str, heartbeat: float, args: Sequence[str], *, module: str = TRAIN_MODULE, env: dict | None = None
+) -> str:
     """What every worker runs from ~/nanogerman: tpu_worker.py starts MaxText detached (or finds it running) and returns."""
     assignments = [f"{key}={value}" for key, value in sorted((env or {}).items())]
-    return f"cd {REMOTE_ROOT} && " + remote_join([
-        "venv/bin/python", WORKER_SCRIPT, "launch", run_dir, attempt, format(heartbeat, "g"), "--",
-        "env", *assignments, "venv/bin/python", "-m", module, *args,
-    ])
+    return f"cd {REMOTE_ROOT} && " + remote_join(
+        [
+            "venv/bin/python",
+            WORKER_SCRIPT,
+            "launch",
+            run_dir,
+            attempt,
+            format(heartbeat, "g"),
+            "--",
+            "env",
+            *assignments,
+            "venv/bin/python",
+            "-m",
+            module,
+            *args,
+        ]
+    )
 
 
 def stop_command(run_dir: str) -> str:
@@ -211,7 +274,7 @@ def stop_command(run_dir: str) -> str:
 
 
 def environment_stamp(requirements_text: str, python: str, uv_version: str) -> str:
-    digest = hashlib.sha256(f"{python}\n{uv_version}\n{requirements_text}".encode("utf-8")).hexdigest()[:16]
+    digest = hashlib.sha256(f"{python}\n{uv_version}\n{requirements_text}".encode()).hexdigest()[:16]
     return f".installed-{digest}"
 
 
@@ -221,8 +284,15 @@ def environment_stamp(requirements_text: str, python: str, uv_version: str) -> s
 class QueuedResource:
     """Creates, watches and deletes one queued resource; runs short commands on its workers."""
 
-    def __init__(self, target: TpuTarget, settings: dict, *, on_line: Callable[[str], None],
-                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        target: TpuTarget,
+        settings: dict,
+        *,
+        on_line: Callable[[str], None],
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.target = target
         self.settings = settings
         self.on_line = on_line
@@ -235,7 +305,9 @@ class QueuedResource:
         try:
             return subprocess.run(args, capture_output=True, text=True, errors="replace")
         except FileNotFoundError:
-            raise TpuError("gcloud not found on PATH; install the Google Cloud CLI (https://cloud.google.com/sdk) and log in") from None
+            raise TpuError(
+                "gcloud not found on PATH; install the Google Cloud CLI (https://cloud.google.com/sdk) and log in"
+            ) from None
 
     def state(self) -> tuple[str | None, str]:
         """(state, failure message); state None when the queued resource does not exist."""
@@ -259,12 +331,16 @@ class QueuedResource:
         message = gcloud_error(result.stderr)
         if is_quota_message(message):
             raise QuotaError(self._quota_text(message))
-        raise TpuError(f"could not create queued resource {self.target.name} ({self.target.accelerator_type} in {self.target.zone}): {message}")
+        raise TpuError(
+            f"could not create queued resource {self.target.name} ({self.target.accelerator_type} in {self.target.zone}): {message}"
+        )
 
     def _quota_text(self, message: str) -> str:
         t = self.target
-        return (f"no quota for {t.provisioning} {t.accelerator_type} in {t.zone} (project {t.project}): {message}; "
-                "request quota or choose another zone or accelerator_type")
+        return (
+            f"no quota for {t.provisioning} {t.accelerator_type} in {t.zone} (project {t.project}): {message}; "
+            "request quota or choose another zone or accelerator_type"
+        )
 
     def delete(self) -> None:
         result = self._call(delete_args(self.target))
@@ -290,14 +366,23 @@ class QueuedResource:
                     raise QuotaError(self._quota_text(failure))
                 self.provisioning_failures += 1
                 if self.provisioning_failures > int(self.settings["max_restarts"]):
-                    raise TpuError(f"queued resource {self.target.name} is {state} again after {self.provisioning_failures - 1} "
-                                   f"recreations: {failure or 'no reason given'}")
-                log.warning("queued resource %s is %s (%s); deleting and recreating it", self.target.name, state, failure or "no reason given")
+                    raise TpuError(
+                        f"queued resource {self.target.name} is {state} again after {self.provisioning_failures - 1} "
+                        f"recreations: {failure or 'no reason given'}"
+                    )
+                log.warning(
+                    "queued resource %s is %s (%s); deleting and recreating it",
+                    self.target.name,
+                    state,
+                    failure or "no reason given",
+                )
                 self.delete()
                 continue
             if self.clock() > deadline:
-                raise TpuError(f"queued resource {self.target.name} still {state} after {self.settings['wait_timeout_minutes']} minutes; "
-                               "raise training.tpu.wait_timeout_minutes or choose another zone")
+                raise TpuError(
+                    f"queued resource {self.target.name} still {state} after {self.settings['wait_timeout_minutes']} minutes; "
+                    "raise training.tpu.wait_timeout_minutes or choose another zone"
+                )
             self.sleep(float(self.settings["poll_seconds"]))
 
     def remote(self, command: str, *, what: str) -> None:
@@ -330,9 +415,9 @@ class QueuedResource:
 class Payload:
     """What a job puts on the workers before launching its command."""
 
-    files: list[str]            # copied into ~/nanogerman/
-    folders: dict[str, str]     # local folder -> remote parent folder under ~/nanogerman/
-    requirements: str           # local requirements file (copied with files)
+    files: list[str]  # copied into ~/nanogerman/
+    folders: dict[str, str]  # local folder -> remote parent folder under ~/nanogerman/
+    requirements: str  # local requirements file (copied with files)
 
 
 @dataclass
@@ -352,16 +437,30 @@ def set_up(resource: QueuedResource, payload: Payload) -> None:
     stamp = environment_stamp(requirements_text, settings["python"], settings["uv_version"])
     parents = sorted({REMOTE_ROOT, *(f"{REMOTE_ROOT}/{parent}" for parent in payload.folders.values())})
     resource.remote(remote_join(["mkdir", "-p", *parents]), what="creating ~/nanogerman on the workers")
-    resource.copy([*payload.files, payload.requirements, tpu_worker.__file__], f"{REMOTE_ROOT}/",
-                  what="copying the model, the environment spec and tpu_worker.py")
+    resource.copy(
+        [*payload.files, payload.requirements, tpu_worker.__file__],
+        f"{REMOTE_ROOT}/",
+        what="copying the model, the environment spec and tpu_worker.py",
+    )
     for folder, parent in sorted(payload.folders.items()):
         resource.copy([folder], f"{REMOTE_ROOT}/{parent}/", recurse=True, what=f"copying {Path(folder).name}")
-    resource.remote(setup_command(Path(payload.requirements).name, python=settings["python"], uv_version=settings["uv_version"],
-                                  stamp=stamp), what="installing the training environment")
+    resource.remote(
+        setup_command(Path(payload.requirements).name, python=settings["python"], uv_version=settings["uv_version"], stamp=stamp),
+        what="installing the training environment",
+    )
 
 
-def run_detached(resource: QueuedResource, folder: tpu_worker.RunFolder, payload: Payload, args: Sequence[str], *,
-                 watch: Watch, keep: bool, tail: LineTail, clock: Callable[[], float] = time.time) -> BackendResult:
+def run_detached(
+    resource: QueuedResource,
+    folder: tpu_worker.RunFolder,
+    payload: Payload,
+    args: Sequence[str],
+    *,
+    watch: Watch,
+    keep: bool,
+    tail: LineTail,
+    clock: Callable[[], float] = time.time,
+) -> BackendResult:
     """Launch (or attach to) the run on every worker and watch it to the end; see the module docstring."""
     attempts = preemptions = drops = 0
     streamer = LogStreamer(folder, tail)
@@ -384,7 +483,9 @@ def run_detached(resource: QueuedResource, folder: tpu_worker.RunFolder, payload
                     attempts += 1
                     attempt = f"{int(clock() * 1000):015d}"
                     launched = True
-                    resource.remote(launch_command(folder.uri, attempt, watch.heartbeat_seconds, args), what="launching the training")
+                    resource.remote(
+                        launch_command(folder.uri, attempt, watch.heartbeat_seconds, args), what="launching the training"
+                    )
                 must_launch = False
                 launched = True
                 if verdict != "succeeded":
@@ -396,33 +497,50 @@ def run_detached(resource: QueuedResource, folder: tpu_worker.RunFolder, payload
             except _Dropped as dropped:
                 drops += 1
                 if drops > watch.max_restarts:
-                    raise TpuError(f"ssh to {resource.target.name} dropped {drops} times (limit training.tpu.max_restarts = "
-                                   f"{watch.max_restarts}); the run may still be going: rerun the job to re-attach") from None
+                    raise TpuError(
+                        f"ssh to {resource.target.name} dropped {drops} times (limit training.tpu.max_restarts = "
+                        f"{watch.max_restarts}); the run may still be going: rerun the job to re-attach"
+                    ) from None
                 log.warning("%s; retrying (the slice is still ACTIVE, nothing is deleted)", dropped)
             except _Preempted as preempted:
                 preemptions += 1
                 must_launch = True
                 if preemptions > watch.max_restarts:
-                    raise TpuError(f"{resource.target.name} was preempted {preemptions} times (limit training.tpu.max_restarts = "
-                                   f"{watch.max_restarts}); the last checkpoint is kept, rerun the job to resume") from None
-                log.warning("%s preempted (%s); deleting, recreating and resuming (restart %d of at most %d)",
-                            resource.target.name, preempted, preemptions, watch.max_restarts)
+                    raise TpuError(
+                        f"{resource.target.name} was preempted {preemptions} times (limit training.tpu.max_restarts = "
+                        f"{watch.max_restarts}); the last checkpoint is kept, rerun the job to resume"
+                    ) from None
+                log.warning(
+                    "%s preempted (%s); deleting, recreating and resuming (restart %d of at most %d)",
+                    resource.target.name,
+                    preempted,
+                    preemptions,
+                    watch.max_restarts,
+                )
                 resource.delete()
     except KeyboardInterrupt:
         launched = True  # Ctrl-C or SIGTERM: leave the slice as it is, training or queued
-        log.warning("stopped watching %s; the training keeps running on %s. Rerun the job to re-attach, or stop it: %s",
-                    folder.uri, resource.target.name, stop_hint(resource.target, folder.uri))
+        log.warning(
+            "stopped watching %s; the training keeps running on %s. Rerun the job to re-attach, or stop it: %s",
+            folder.uri,
+            resource.target.name,
+            stop_hint(resource.target, folder.uri),
+        )
         raise
     finally:
         if (finished or not launched) and not keep:
             resource.delete()
         elif launched and not finished:
-            log.warning("queued resource %s is left running; stop it with: %s", resource.target.name,
-                        stop_hint(resource.target, folder.uri))
+            log.warning(
+                "queued resource %s is left running; stop it with: %s",
+                resource.target.name,
+                stop_hint(resource.target, folder.uri),
+            )
 
 
-def watch_run(resource: QueuedResource, folder: tpu_worker.RunFolder, streamer: LogStreamer, watch: Watch,
-              clock: Callable[[], float]) -> str:
+def watch_run(
+    resource: QueuedResource, folder: tpu_worker.RunFolder, streamer: LogStreamer, watch: Watch, clock: Callable[[], float]
+) -> str:
     """Poll state, records and log until the run succeeded, failed or stopped; raise _Preempted if the slice is lost."""
     since = clock()
     while True:
@@ -435,8 +553,10 @@ def watch_run(resource: QueuedResource, folder: tpu_worker.RunFolder, streamer: 
         if verdict in ("succeeded", "failed", "stopped"):
             return verdict
         if verdict == "interrupted":
-            raise _Dropped("the training on the workers was interrupted (SIGTERM from outside: a maintenance event or a "
-                           "preemption notice); launching again")
+            raise _Dropped(
+                "the training on the workers was interrupted (SIGTERM from outside: a maintenance event or a "
+                "preemption notice); launching again"
+            )
         if verdict == "stale" or (verdict == "none" and clock() - since > watch.stale_seconds):
             raise _Dropped(f"no heartbeat from the workers for {watch.stale_seconds:g} s (run {verdict}); launching again")
 
@@ -447,8 +567,21 @@ def _exit_code(records: list[dict]) -> int:
 
 
 def stop_hint(target: TpuTarget, run_dir: str) -> str:
-    return shlex.join([sys.executable, "-m", "nanogerman.tpu", "stop", target.name, "--project", target.project,
-                       "--zone", target.zone, "--run-dir", run_dir])
+    return shlex.join(
+        [
+            sys.executable,
+            "-m",
+            "nanogerman.tpu",
+            "stop",
+            target.name,
+            "--project",
+            target.project,
+            "--zone",
+            target.zone,
+            "--run-dir",
+            run_dir,
+        ]
+    )
 
 
 # --- the backend entry points used by nanogerman.training ------------------------------------
@@ -474,46 +607,67 @@ def check_dataset_reachable(inputs: RunInputs) -> None:
 
 
 def _watch(settings: dict) -> Watch:
-    return Watch(float(settings["poll_seconds"]), float(settings["heartbeat_seconds"]), 60 * float(settings["stale_minutes"]),
-                 int(settings["max_restarts"]))
+    return Watch(
+        float(settings["poll_seconds"]),
+        float(settings["heartbeat_seconds"]),
+        60 * float(settings["stale_minutes"]),
+        int(settings["max_restarts"]),
+    )
 
 
-def _drive(plan: RunPlan, settings: dict, run_dir: str, payload: Payload, args: Sequence[str], tail: LineTail, *,
-           keep: bool) -> BackendResult:
+def _drive(
+    plan: RunPlan, settings: dict, run_dir: str, payload: Payload, args: Sequence[str], tail: LineTail, *, keep: bool
+) -> BackendResult:
     resource = QueuedResource(TpuTarget.from_settings(settings), settings, on_line=tail)
     with controller_lock(run_dir, plan.name):
-        result = run_detached(resource, tpu_worker.RunFolder(run_dir), payload, args, watch=_watch(settings), keep=keep, tail=tail)
-    result.details = {"queued_resource": resource.target.name, "zone": resource.target.zone, "run_dir": run_dir,
-                      "restores": tail.restores, "provisioning": resource.target.provisioning}
+        result = run_detached(
+            resource, tpu_worker.RunFolder(run_dir), payload, args, watch=_watch(settings), keep=keep, tail=tail
+        )
+    result.details = {
+        "queued_resource": resource.target.name,
+        "zone": resource.target.zone,
+        "run_dir": run_dir,
+        "restores": tail.restores,
+        "provisioning": resource.target.provisioning,
+    }
     return result
 
 
-def run_training_on_tpu(plan: RunPlan, inputs: RunInputs, *, training: dict, results_dir: str | Path,
-                        base_output_directory: str) -> tuple[JobContext, BackendResult]:
+def run_training_on_tpu(
+    plan: RunPlan, inputs: RunInputs, *, training: dict, results_dir: str | Path, base_output_directory: str
+) -> tuple[JobContext, BackendResult]:
     """The tpu backend of :func:`nanogerman.training.train_run`."""
     check_dataset_reachable(inputs)
     settings = plan.tpu
     tokenizer_name = Path(inputs.tokenizer_dir).name
     context = prepare_job(
-        plan, inputs, base_output_directory=base_output_directory, results_dir=results_dir,
-        tokenizer_path=f"tokenizers/{tokenizer_name}", model_path=Path(inputs.model_path).name,
+        plan,
+        inputs,
+        base_output_directory=base_output_directory,
+        results_dir=results_dir,
+        tokenizer_path=f"tokenizers/{tokenizer_name}",
+        model_path=Path(inputs.model_path).name,
     )
     context.state_dir.mkdir(parents=True, exist_ok=True)
     context.raw_metrics.unlink(missing_ok=True)  # rebuilt from the workers' whole log
     tail = LineTail(extra=StepRecorder(context.raw_metrics))
-    payload = Payload(files=[inputs.model_path], folders={inputs.tokenizer_dir: "tokenizers"}, requirements=_requirements_path(settings))
+    payload = Payload(
+        files=[inputs.model_path], folders={inputs.tokenizer_dir: "tokenizers"}, requirements=_requirements_path(settings)
+    )
     run_dir = f"{base_output_directory.rstrip('/')}/{context.run_name}"
     result = _drive(plan, settings, run_dir, payload, context.args, tail, keep=bool(settings["keep"]))
     result.resumed_from_step = tail.restored_step
     return context, result
 
 
-def run_smoke_on_tpu(plan: RunPlan, *, training: dict, results_dir: str | Path, base_output_directory: str,
-                     run_name: str, steps: int) -> tuple[BackendResult, list[dict]]:
+def run_smoke_on_tpu(
+    plan: RunPlan, *, training: dict, results_dir: str | Path, base_output_directory: str, run_name: str, steps: int
+) -> tuple[BackendResult, list[dict]]:
     """The synthetic-data demo on the run's slice; leaves the slice up for the runs unless keep_after_smoke is false."""
     settings = plan.tpu
-    args = smoke_args(plan, model_path=Path(plan.model_path).name, run_name=run_name,
-                      base_output_directory=base_output_directory, steps=steps)
+    args = smoke_args(
+        plan, model_path=Path(plan.model_path).name, run_name=run_name, base_output_directory=base_output_directory, steps=steps
+    )
     recorder = Path(results_dir).resolve() / "checkpoints" / run_name / "metrics.raw.jsonl"
     recorder.unlink(missing_ok=True)
     tail = LineTail(extra=StepRecorder(recorder))
@@ -543,8 +697,13 @@ def stop_run(target: TpuTarget, run_dir: str | None, *, keep_slice: bool) -> Non
 
 def main(argv: list[str]) -> int:
     if not argv:  # regenerate envs/tpu-requirements.txt
-        print(tpu_requirements((PROJECT_ROOT / "requirements.lock").read_text(encoding="utf-8"),
-                               (PROJECT_ROOT / "envs" / "maxtext-runtime.txt").read_text(encoding="utf-8")), end="")
+        print(
+            tpu_requirements(
+                (PROJECT_ROOT / "requirements.lock").read_text(encoding="utf-8"),
+                (PROJECT_ROOT / "envs" / "maxtext-runtime.txt").read_text(encoding="utf-8"),
+            ),
+            end="",
+        )
         return 0
     parser = argparse.ArgumentParser(prog="python -m nanogerman.tpu", description="Stop a detached tpu run and delete its slice.")
     commands = parser.add_subparsers(dest="command", required=True)

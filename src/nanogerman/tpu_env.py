@@ -7,18 +7,64 @@ from __future__ import annotations
 
 import re
 
-
 # --- the pinned environment for TPU workers --------------------------------------------------
 
 # Packages of requirements.lock that only the workflow's other stages (or the tests) use.
 NOT_ON_WORKERS = (
-    "torch", "triton", "nvidia-", "cuda-", "lm_eval", "lm-eval", "snakemake", "snakemake-", "pytest", "execnet", "gcp-storage-emulator",
-    "matplotlib", "contourpy", "cycler", "fonttools", "kiwisolver", "accelerate", "peft", "evaluate", "sacrebleu",
-    "rouge_score", "sqlitedict", "word2number", "pytablewriter", "DataProperty", "mbstrdecoder", "pathvalidate",
-    "tabledata", "tcolorpy", "typepy", "rustbpe", "tiktoken", "blobfile", "conda-inject", "connection_pool", "yte",
-    "throttler", "reretry", "dpath", "ConfigArgParse", "argparse-dataclass", "smart_open", "pulp", "immutables",
-    "nbformat", "jupyter_core", "traitlets", "fastjsonschema", "cheroot", "coverage", "hypothesis",
-    "ruff", "snakefmt", "shfmt-py",
+    "torch",
+    "triton",
+    "nvidia-",
+    "cuda-",
+    "lm_eval",
+    "lm-eval",
+    "snakemake",
+    "snakemake-",
+    "pytest",
+    "execnet",
+    "gcp-storage-emulator",
+    "matplotlib",
+    "contourpy",
+    "cycler",
+    "fonttools",
+    "kiwisolver",
+    "accelerate",
+    "peft",
+    "evaluate",
+    "sacrebleu",
+    "rouge_score",
+    "sqlitedict",
+    "word2number",
+    "pytablewriter",
+    "DataProperty",
+    "mbstrdecoder",
+    "pathvalidate",
+    "tabledata",
+    "tcolorpy",
+    "typepy",
+    "rustbpe",
+    "tiktoken",
+    "blobfile",
+    "conda-inject",
+    "connection_pool",
+    "yte",
+    "throttler",
+    "reretry",
+    "dpath",
+    "ConfigArgParse",
+    "argparse-dataclass",
+    "smart_open",
+    "pulp",
+    "immutables",
+    "nbformat",
+    "jupyter_core",
+    "traitlets",
+    "fastjsonschema",
+    "cheroot",
+    "coverage",
+    "hypothesis",
+    "ruff",
+    "snakefmt",
+    "shfmt-py",
 )
 
 
@@ -37,8 +83,11 @@ def tpu_requirements(lock_text: str, runtime_text: str) -> str:
 
     Nothing MaxText itself needs (``envs/maxtext-runtime.txt``) is ever left out.
     """
-    runtime = {_normalized(re.split(r"[<>=!~\[; ]", line.strip(), maxsplit=1)[0])
-               for line in runtime_text.splitlines() if line.strip() and not line.strip().startswith("#")}
+    runtime = {
+        _normalized(re.split(r"[<>=!~\[; ]", line.strip(), maxsplit=1)[0])
+        for line in runtime_text.splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    }
     kept = []
     for line in lock_text.splitlines():
         line = line.strip()

@@ -11,10 +11,10 @@ import fcntl
 import hashlib
 import os
 import socket
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable, Iterator
 
 from nanogerman import tpu_worker
 from nanogerman.errors import StageError
@@ -37,7 +37,7 @@ def latest_attempt(records: list[dict]) -> list[dict]:
 
 def _age_seconds(record: dict, now: float) -> float:
     try:
-        updated = datetime.strptime(record["updated"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
+        updated = datetime.strptime(record["updated"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
     except (KeyError, TypeError, ValueError):
         return float("inf")
     return now - updated
@@ -110,11 +110,12 @@ def controller_lock(run_dir: str, run: str) -> Iterator[None]:
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
-            raise TpuError(f"run {run} ({run_dir}) is already watched by {holder} (lock {path}); wait for that job, "
-                           "or stop it, then rerun") from None
+            raise TpuError(
+                f"run {run} ({run_dir}) is already watched by {holder} (lock {path}); wait for that job, or stop it, then rerun"
+            ) from None
         handle.seek(0)
         handle.truncate()
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%SZ}")
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}")
         handle.flush()
         try:
             yield

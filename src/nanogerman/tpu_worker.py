@@ -116,18 +116,25 @@ class RunFolder:
 
     def records(self) -> list[dict]:
         """Every worker's status record (all attempts)."""
-        return [parse_record(self.read_text(f"status/{name}"), self.path(f"status/{name}"))
-                for name in self.list("status") if name.endswith(".json")]
+        return [
+            parse_record(self.read_text(f"status/{name}"), self.path(f"status/{name}"))
+            for name in self.list("status")
+            if name.endswith(".json")
+        ]
 
 
 def parse_record(text: str, where: str) -> dict:
     try:
         record = json.loads(text)
     except json.JSONDecodeError as error:
-        raise RecordError(f"{where}: unreadable status record ({error.msg}); delete it and rerun the job (the workers rewrite it)") from None
+        raise RecordError(
+            f"{where}: unreadable status record ({error.msg}); delete it and rerun the job (the workers rewrite it)"
+        ) from None
     if not isinstance(record, dict) or record.get("state") not in STATES or not isinstance(record.get("worker"), str):
-        raise RecordError(f"{where}: not a status record (expected 'state' in {', '.join(STATES)} and 'worker'); "
-                          "delete it and rerun the job (the workers rewrite it)")
+        raise RecordError(
+            f"{where}: not a status record (expected 'state' in {', '.join(STATES)} and 'worker'); "
+            "delete it and rerun the job (the workers rewrite it)"
+        )
     return record
 
 
@@ -174,7 +181,11 @@ def launch(run_dir: str, attempt: str, heartbeat: str, command: list[str]) -> in
         with open(folder / "supervisor.out", "ab") as out:
             process = subprocess.Popen(
                 [sys.executable, os.path.abspath(__file__), "supervise", run_dir, attempt, heartbeat, "--", *command],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
             )
         (folder / "supervisor.pid").write_text(str(process.pid))
     _note(folder, f"started (pid {process.pid}, attempt {attempt})")
@@ -213,9 +224,18 @@ class Supervisor:
         self.local = local_dir(run_dir)
         self.attempt, self.heartbeat, self.command = attempt, heartbeat, command
         self.worker = worker_id()
-        self.record = {"state": "running", "step": None, "checkpoint_step": None, "exit_code": None, "started": _now(),
-                       "updated": _now(), "worker": self.worker, "hostname": socket.gethostname(), "pid": os.getpid(),
-                       "attempt": attempt}
+        self.record = {
+            "state": "running",
+            "step": None,
+            "checkpoint_step": None,
+            "exit_code": None,
+            "started": _now(),
+            "updated": _now(),
+            "worker": self.worker,
+            "hostname": socket.gethostname(),
+            "pid": os.getpid(),
+            "attempt": attempt,
+        }
         self.pending: list[str] = []
         self.chunks = 0
         self.lock = threading.Lock()
@@ -278,7 +298,7 @@ class Supervisor:
 
 
 def main(argv: list[str]) -> int:
-    command = argv[argv.index("--") + 1:] if "--" in argv else []
+    command = argv[argv.index("--") + 1 :] if "--" in argv else []
     words = argv[: argv.index("--")] if "--" in argv else argv
     if words[:1] == ["launch"] and len(words) == 4 and command:
         return launch(words[1], words[2], words[3], command)

@@ -28,23 +28,38 @@ import math
 import re
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from nanogerman import tpu
 from nanogerman.atomic import write_json
 from nanogerman.childenv import child_env
-from nanogerman.provenance import PROJECT_ROOT
+from nanogerman.curves import LogRecorder, log_metrics_path, merge_metrics
 from nanogerman.job import (
-    ALREADY_DONE, OUT_OF_DATA, TRAIN_MODULE, BackendResult, JobContext, LineTail, RunInputs, RunPlan,
-    TrainingError, build_manifest, checkpoint_base, committed_steps, padded_vocab, prepare_job, run_streaming,
-    smoke_args, versions,
+    ALREADY_DONE,
+    OUT_OF_DATA,
+    TRAIN_MODULE,
+    BackendResult,
+    JobContext,
+    LineTail,
+    RunInputs,
+    RunPlan,
+    TrainingError,
+    build_manifest,
+    checkpoint_base,
+    committed_steps,
+    padded_vocab,
+    prepare_job,
+    run_streaming,
+    smoke_args,
+    versions,
 )
-from nanogerman.metrics import StepRecorder, dedupe_steps, last_match, read_jsonl, summarize_metrics, write_jsonl
 from nanogerman.maxtext_values import maxtext_arg
+from nanogerman.metrics import StepRecorder, dedupe_steps, last_match, read_jsonl, summarize_metrics, write_jsonl
+from nanogerman.provenance import PROJECT_ROOT
 from nanogerman.resume import prune_unrecorded_checkpoints
 from nanogerman.selection import check_unique_names, tokenizer_entry
-from nanogerman.curves import LogRecorder, log_metrics_path, merge_metrics
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +167,9 @@ def batch_geometry(settings: dict, devices: int, where: str) -> tuple[int, int, 
     per_device = settings.get("per_device_batch_size")
     global_batch = settings.get("global_batch_size")
     if per_device is None and global_batch is None:
-        raise TrainingError(f"config error: {where} sets neither global_batch_size nor per_device_batch_size; set one (here or in training.defaults)")
+        raise TrainingError(
+            f"config error: {where} sets neither global_batch_size nor per_device_batch_size; set one (here or in training.defaults)"
+        )
     if global_batch is not None:
         share = devices * accumulation
         if global_batch % share:
@@ -200,7 +217,9 @@ def plan_run(config: dict, name: str) -> RunPlan:
         tpu = tpu_settings(training, entry)
         missing = [key for key in ("project", "zone", "accelerator_type", "runtime_version") if not tpu.get(key)]
         if missing:
-            raise TrainingError(f"config error: {where} ({name}) runs on the tpu backend but training.tpu.{missing[0]} is not set")
+            raise TrainingError(
+                f"config error: {where} ({name}) runs on the tpu backend but training.tpu.{missing[0]} is not set"
+            )
         checkpoint_dir = training.get("checkpoint_dir") or ""
         if not str(checkpoint_dir).startswith("gs://"):
             raise TrainingError(
@@ -220,10 +239,19 @@ def plan_run(config: dict, name: str) -> RunPlan:
         accelerator = hardware
     per_device, accumulation, global_batch = batch_geometry(settings, devices, where)
     return RunPlan(
-        name=name, position=position, tokenizer=entry["tokenizer"], backend=backend, settings=settings,
-        model_path=resolve_model_path(settings["model"]), devices=devices, per_device_batch_size=per_device,
-        gradient_accumulation_steps=accumulation, global_batch_size=global_batch, accelerator=accelerator,
-        tpu=tpu, hardware=hardware,
+        name=name,
+        position=position,
+        tokenizer=entry["tokenizer"],
+        backend=backend,
+        settings=settings,
+        model_path=resolve_model_path(settings["model"]),
+        devices=devices,
+        per_device_batch_size=per_device,
+        gradient_accumulation_steps=accumulation,
+        global_batch_size=global_batch,
+        accelerator=accelerator,
+        tpu=tpu,
+        hardware=hardware,
     )
 
 
@@ -241,7 +269,9 @@ def check_training(config: dict) -> None:
     known = [entry["name"] for entry in config.get("tokenizers") or []]
     for position, entry in enumerate(runs):
         if entry["name"] == "smoke":
-            raise TrainingError(f"config error: training.runs[{position}].name 'smoke' is reserved (results/train/smoke/ holds the smoke jobs)")
+            raise TrainingError(
+                f"config error: training.runs[{position}].name 'smoke' is reserved (results/train/smoke/ holds the smoke jobs)"
+            )
         if entry["tokenizer"] not in known:
             raise TrainingError(
                 f"config error: training.runs[{position}].tokenizer is {entry['tokenizer']!r}; expected the name of an entry "
@@ -250,7 +280,9 @@ def check_training(config: dict) -> None:
         tokenizer_entry(config, entry["tokenizer"])
         plan = plan_run(config, entry["name"])
         if not Path(plan.model_path).is_file():
-            raise TrainingError(f"config error: training.runs[{position}] ({plan.name}): model file {plan.settings['model']!r} not found")
+            raise TrainingError(
+                f"config error: training.runs[{position}] ({plan.name}): model file {plan.settings['model']!r} not found"
+            )
 
 
 def smoke_plans(config: dict) -> dict[str, RunPlan]:
@@ -259,7 +291,6 @@ def smoke_plans(config: dict) -> dict[str, RunPlan]:
     for plan in plan_runs(config):
         plans.setdefault(plan.target, plan)
     return plans
-
 
 
 def local_env(hardware: str, base: dict | None = None) -> dict:
@@ -274,7 +305,6 @@ def maxtext_command(module: str, args: Sequence[str], python: str | None = None)
     return [python or sys.executable, "-m", module, *args]
 
 
-
 def run_local_backend(context: JobContext, *, python: str | None = None) -> BackendResult:
     """MaxText in a subprocess on this machine; its output goes to the job's log."""
     context.state_dir.mkdir(parents=True, exist_ok=True)
@@ -282,15 +312,21 @@ def run_local_backend(context: JobContext, *, python: str | None = None) -> Back
     if not context.base_output_directory.startswith("gs://"):
         steps = committed_steps(context.checkpoint_dir)
         # both sources: MaxText empties its metrics file at each evaluation, the log recorder keeps every step
-        recorded = [record["step"] for record in merge_metrics(read_jsonl(log_metrics_path(context.raw_metrics)),
-                                                               read_jsonl(context.raw_metrics))]
+        recorded = [
+            record["step"]
+            for record in merge_metrics(read_jsonl(log_metrics_path(context.raw_metrics)), read_jsonl(context.raw_metrics))
+        ]
         if prune_unrecorded_checkpoints(context.checkpoint_dir, steps, recorded):  # every step in the metrics exactly once
             steps = committed_steps(context.checkpoint_dir)
         resumed = steps[-1] if steps else None
     if resumed is not None and resumed >= int(context.plan.settings["steps"]) - 1:
         # MaxText refuses to start when the last step is already saved (a forced rerun): nothing to train
-        log.info("run %s: already trained (checkpoint step %d in %s); not starting MaxText", context.run_name, resumed,
-                 context.checkpoint_dir)
+        log.info(
+            "run %s: already trained (checkpoint step %d in %s); not starting MaxText",
+            context.run_name,
+            resumed,
+            context.checkpoint_dir,
+        )
         return BackendResult(0, LineTail(), resumed_from_step=resumed, details={"already_complete": True})
     if resumed is not None:
         log.info("run %s: resuming from checkpoint step %d in %s", context.run_name, resumed, context.checkpoint_dir)
@@ -317,7 +353,9 @@ def train_run(
     inputs = RunInputs.load(dataset_manifest, tokenizer_dir, plan.model_path)
     base = checkpoint_base(training, results_dir)
     if plan.backend == "tpu":
-        context, result = tpu.run_training_on_tpu(plan, inputs, training=training, results_dir=results_dir, base_output_directory=base)
+        context, result = tpu.run_training_on_tpu(
+            plan, inputs, training=training, results_dir=results_dir, base_output_directory=base
+        )
     else:
         context = prepare_job(plan, inputs, base_output_directory=base, results_dir=results_dir)
         result = run_local_backend(context)
@@ -351,7 +389,12 @@ def train_run(
     write_json(manifest_out, manifest)
     log.info(
         "run %s: %d steps, loss %.3f -> %.3f, %d tokens, checkpoint %s",
-        plan.name, steps, summary["first_loss"], summary["final_loss"], summary["tokens_seen"], manifest["checkpoint_uri"],
+        plan.name,
+        steps,
+        summary["first_loss"],
+        summary["final_loss"],
+        summary["tokens_seen"],
+        manifest["checkpoint_uri"],
     )
     return manifest
 
@@ -364,19 +407,21 @@ def final_checkpoint_step(context: JobContext, result: BackendResult) -> int | N
     return result.tail.checkpoint_step
 
 
-
 # --- smoke and fit jobs --------------------------------------------------------------------
 
 
-def smoke_run(plan: RunPlan, *, training: dict, results_dir: str | Path, out: str | Path, clock: Callable[[], float] = time.time) -> dict:
+def smoke_run(
+    plan: RunPlan, *, training: dict, results_dir: str | Path, out: str | Path, clock: Callable[[], float] = time.time
+) -> dict:
     """Train the target's model shape on synthetic data for a few steps; fail if MaxText fails or the loss is not finite."""
     started = clock()
     steps = int((training.get("smoke") or {}).get("steps", 5))
     base = checkpoint_base(training, results_dir)
     run_name = f"smoke-{plan.target}"
     if plan.backend == "tpu":
-        result, records = tpu.run_smoke_on_tpu(plan, training=training, results_dir=results_dir, base_output_directory=base,
-                                               run_name=run_name, steps=steps)
+        result, records = tpu.run_smoke_on_tpu(
+            plan, training=training, results_dir=results_dir, base_output_directory=base, run_name=run_name, steps=steps
+        )
     else:
         args = smoke_args(plan, model_path=plan.model_path, run_name=run_name, base_output_directory=base, steps=steps)
         recorder_path = Path(results_dir).resolve() / "checkpoints" / run_name / "metrics.raw.jsonl"
@@ -387,7 +432,9 @@ def smoke_run(plan: RunPlan, *, training: dict, results_dir: str | Path, out: st
         result = BackendResult(run_streaming(command, env=local_env(plan.hardware), on_line=tail), tail)
         records = dedupe_steps(read_jsonl(recorder_path))
     if result.returncode != 0:
-        raise TrainingError(f"smoke test on {plan.target} failed: MaxText exited with code {result.returncode}: {result.tail.error_summary()}")
+        raise TrainingError(
+            f"smoke test on {plan.target} failed: MaxText exited with code {result.returncode}: {result.tail.error_summary()}"
+        )
     losses = [record["learning/loss"] for record in records]
     if len(records) < steps or not all(math.isfinite(loss) for loss in losses):
         raise TrainingError(f"smoke test on {plan.target}: {len(records)} of {steps} steps logged, losses {losses}")
@@ -411,13 +458,20 @@ def smoke_run(plan: RunPlan, *, training: dict, results_dir: str | Path, out: st
 
 # HBM per chip (GiB) by family, for the fit check (v2/v3: per TensorCore, which is one device).
 HBM_GIB = {"v2": 8, "v3": 16, "v4": 32, "v5p": 95, "v5litepod": 16, "v5e": 16, "v6e": 32}
-_MEMORY_FIELDS = ("argument_size_in_bytes", "output_size_in_bytes", "alias_size_in_bytes", "temp_size_in_bytes",
-                  "generated_code_size_in_bytes")
+_MEMORY_FIELDS = (
+    "argument_size_in_bytes",
+    "output_size_in_bytes",
+    "alias_size_in_bytes",
+    "temp_size_in_bytes",
+    "generated_code_size_in_bytes",
+)
 _OOM = (
     # libtpu 0.0.5x: "CompileTimeHbmOom: Ran out of memory on HBM, the total memory required for HLO temporaries (153.07G) exceeds available HBM (31.24G)"
     re.compile(r"Ran out of memory[^\n]*?required[^\n]*?\(([0-9.]+)([KMGT])?\)[^\n]*?available HBM \(([0-9.]+)([KMGT])?\)"),
     # older XLA: "Ran out of memory in memory space hbm. Used 41.25G of 31.25G hbm."
-    re.compile(r"(?:Ran out of memory|RESOURCE_EXHAUSTED)[^\n]*?(?:Used|used) ([0-9.]+)([KMGT])? ?(?:i?B)? of ([0-9.]+)([KMGT])? ?(?:i?B)?"),
+    re.compile(
+        r"(?:Ran out of memory|RESOURCE_EXHAUSTED)[^\n]*?(?:Used|used) ([0-9.]+)([KMGT])? ?(?:i?B)? of ([0-9.]+)([KMGT])? ?(?:i?B)?"
+    ),
 )
 
 
@@ -430,9 +484,13 @@ def parse_memory_analysis(text: str) -> dict | None:
             found[name] = int(match.group(1))
     if "argument_size_in_bytes" not in found:
         return None
-    found["per_chip_bytes"] = (found.get("argument_size_in_bytes", 0) + found.get("output_size_in_bytes", 0)
-                               - found.get("alias_size_in_bytes", 0) + found.get("temp_size_in_bytes", 0)
-                               + found.get("generated_code_size_in_bytes", 0))
+    found["per_chip_bytes"] = (
+        found.get("argument_size_in_bytes", 0)
+        + found.get("output_size_in_bytes", 0)
+        - found.get("alias_size_in_bytes", 0)
+        + found.get("temp_size_in_bytes", 0)
+        + found.get("generated_code_size_in_bytes", 0)
+    )
     return found
 
 
@@ -472,13 +530,16 @@ def fit_args(plan: RunPlan, *, model_path: str, vocab_size: int) -> list[str]:
     return [model_path, *(maxtext_arg(key, value) for key, value in pairs)]
 
 
-def fit_check(plan: RunPlan, *, tokenizer_dir: str | Path, out: str | Path, fit: dict | None = None,
-              clock: Callable[[], float] = time.time) -> dict:
+def fit_check(
+    plan: RunPlan, *, tokenizer_dir: str | Path, out: str | Path, fit: dict | None = None, clock: Callable[[], float] = time.time
+) -> dict:
     """Compile the run's train step ahead of time for its TPU topology (on this CPU) and check it fits in HBM."""
     started = clock()
     fit = fit or {}
     if plan.backend != "tpu":
-        raise TrainingError(f"run {plan.name}: the fit check compiles for a TPU topology; the run uses the {plan.backend} backend")
+        raise TrainingError(
+            f"run {plan.name}: the fit check compiles for a TPU topology; the run uses the {plan.backend} backend"
+        )
     stats = json.loads((Path(tokenizer_dir) / "stats.json").read_text(encoding="utf-8"))
     vocab = padded_vocab(int(stats["vocab_size"]), int(plan.settings["vocab_multiple"]))
     args = fit_args(plan, model_path=plan.model_path, vocab_size=vocab)
@@ -496,7 +557,9 @@ def fit_check(plan: RunPlan, *, tokenizer_dir: str | Path, out: str | Path, fit:
             "lower per_device_batch_size (raise gradient_accumulation_steps) or use a larger slice"
         )
     if returncode != 0:
-        raise TrainingError(f"run {plan.name}: train_compile for {plan.accelerator} failed (code {returncode}): {tail.error_summary()}")
+        raise TrainingError(
+            f"run {plan.name}: train_compile for {plan.accelerator} failed (code {returncode}): {tail.error_summary()}"
+        )
     memory = parse_memory_analysis(text)
     if memory is None:
         raise TrainingError(f"run {plan.name}: train_compile printed no memory analysis; see the job's log")
