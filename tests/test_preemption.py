@@ -55,9 +55,10 @@ def test_auto_format_is_array_record_for_spot_slices_and_tfrecord_otherwise():
     assert seed_config(dataset__format="tfrecord")["dataset"]["format"] == "tfrecord"  # an explicit choice stays
 
 
-def test_the_embedded_default_keeps_tfrecord_and_warns_about_nothing():
+def test_the_embedded_default_reads_array_record_and_warns_about_nothing():
+    """The embedded default sets array_record itself (Grain splits long documents instead of cutting them)."""
     config = validate_config(yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8")))
-    assert config["dataset"]["format"] == "tfrecord" and planning_warnings(config) == []
+    assert config["dataset"]["format"] == "array_record" and planning_warnings(config) == []
 
 
 def test_spot_runs_on_tfrecord_get_one_line_that_says_what_happens_and_how_to_switch():
@@ -175,6 +176,7 @@ def test_the_dry_run_prints_the_warnings_before_any_job(tmp_path, seed_as_shippe
         config = yaml.safe_load(SEED.read_text(encoding="utf-8"))
         config["dataset"]["format"] = "tfrecord"
         config["training"]["defaults"]["checkpoint_period"] = 10000
+        config["evaluation"]["checkpoints"]["every"] = 10000  # evaluated checkpoints must be saved ones
         config_file = tmp_path / "seed-as-published.yaml"
         config_file.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     result = snakemake_at_root(REPO, "-n", "--profile", "profiles/tpu", f"--configfile={config_file}")

@@ -598,7 +598,7 @@ def test_no_token_reaches_a_gcloud_argument_or_a_remote_command(killed_controlle
     chain = killed_controller_chain
     calls = chain["first"] + chain["second"] + chain["third"]
     remote = [call[-1] for call in calls if call[4] == "ssh"]
-    assert len(remote) >= 4 and any("maxtext.trainers.pre_train.train" in command for command in remote)
+    assert len(remote) >= 3 and any("maxtext.trainers.pre_train.train" in command for command in remote)
     assert all(TPU_SENTINEL not in argument for call in calls for argument in call)
     assert not any(
         word.startswith(("HF_TOKEN=", "HUGGING_FACE_HUB_TOKEN=", "hf_access_token="))

@@ -493,13 +493,14 @@ def test_a_forced_rerun_of_a_finished_run_does_not_start_maxtext(tmp_path, monke
     context = training.prepare_job(
         plan, inputs, base_output_directory=str((tmp_path / "checkpoints").resolve()), results_dir=tmp_path
     )
-    for step in (0, 199):
+    last = int(plan.settings["steps"]) - 1  # the default's final step
+    for step in (0, last):
         (Path(context.checkpoint_dir) / str(step) / "items").mkdir(parents=True)
         (Path(context.checkpoint_dir) / str(step) / "_CHECKPOINT_METADATA").write_text("{}")
     context.raw_metrics.write_text(
         "".join(
             json.dumps({"step": step, "learning/loss": 8.0 - step / 50, "perf/step_time_seconds": 0.25}) + "\n"
-            for step in range(200)
+            for step in range(last + 1)
         )
     )
     monkeypatch.setattr(training, "run_streaming", lambda *args, **kwargs: pytest.fail("MaxText was started"))
@@ -513,14 +514,13 @@ def test_a_forced_rerun_of_a_finished_run_does_not_start_maxtext(tmp_path, monke
         metrics_out=tmp_path / "out" / "metrics.jsonl",
     )
     assert (
-        manifest["checkpoint_step"] == 199
-        and manifest["final_step"] == 199
+        manifest["checkpoint_step"] == last
+        and manifest["final_step"] == last
         and manifest["backend_details"] == {"already_complete": True}
     )
     assert manifest["run_name"] == context.run_name
-    assert manifest["wall_seconds"] == pytest.approx(
-        50.0
-    )  # the killed job's training time (MaxText's step times), not this job's
+    # the killed job's training time (MaxText's step times), not this job's
+    assert manifest["wall_seconds"] == pytest.approx(0.25 * (last + 1))
 
 
 @pytest.mark.slow

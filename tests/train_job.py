@@ -15,7 +15,8 @@ import logging
 import sys
 from pathlib import Path
 
-from nanogerman.training import plan_run, terminate_on_sigterm, train_run
+from nanogerman.job import terminate_on_sigterm
+from nanogerman.training import plan_run, train_run
 
 
 def main(spec_path: str) -> None:

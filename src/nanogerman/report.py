@@ -991,8 +991,6 @@ def write_report(
         for run, records in zip(run_list, metrics, strict=False)
     ]
     models = assemble_models(run_list, evaluations)
-    from dataclasses import replace
-
     from nanogerman.contamination import contamination_section
     from nanogerman.suites import recorded_chances, task_notes
 
