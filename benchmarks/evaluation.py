@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# benchmarks/tokenizers.py would shadow the tokenizers package that the export imports
+sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
 
 
 def timed(function, *args, **kwargs) -> tuple[float, object]:
