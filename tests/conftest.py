@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -100,6 +101,21 @@ def run_snakemake(workdir: Path, config: dict | None, *args: str, env: dict | No
 @pytest.fixture
 def snakemake_run():
     return run_snakemake
+
+
+def stub_run_inputs(tmp_path: Path) -> tuple[Path, Path]:
+    """A tokenizer folder (stats only) and a dataset manifest: enough for a run's plan and job context, not to train."""
+    tokenizer = tmp_path / "tokenizers" / "tok"
+    tokenizer.mkdir(parents=True)
+    (tokenizer / "tokenizer.json").write_text("{}")
+    (tokenizer / "stats.json").write_text(
+        json.dumps({"vocab_size": 2048, "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 0})
+    )
+    dataset = tmp_path / "dataset.json"
+    dataset.write_text(
+        json.dumps({"name": "d", "version": "1.0.0", "checksums": {}, "maxtext": {"dataset_type": "tfds", "dataset_path": "/d"}})
+    )
+    return tokenizer, dataset
 
 
 def snakemake_at_root(root: Path, *args: str, env: dict | None = None, timeout: float = 900):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, SAMPLE_DIR
+from conftest import REPO, SAMPLE_DIR, stub_run_inputs
 
 from nanogerman import training
 from nanogerman.atomic import atomic_path, sweep_leftovers
@@ -210,16 +210,7 @@ def test_resume_retrains_checkpoints_newer_than_the_recorded_metrics(tmp_path, m
     assert recorded_through([0, 1, 2, 4]) == 2 and recorded_through([1, 2]) == -1 and recorded_through([]) == -1
     config = validate_config(default_config())
     plan = training.plan_run(config, "tiny_neox")
-    tokenizer = tmp_path / "tokenizers" / "tok"
-    tokenizer.mkdir(parents=True)
-    (tokenizer / "tokenizer.json").write_text("{}")
-    (tokenizer / "stats.json").write_text(
-        json.dumps({"vocab_size": 2048, "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 0})
-    )
-    dataset = tmp_path / "dataset.json"
-    dataset.write_text(
-        json.dumps({"name": "d", "version": "1.0.0", "checksums": {}, "maxtext": {"dataset_type": "tfds", "dataset_path": "/d"}})
-    )
+    tokenizer, dataset = stub_run_inputs(tmp_path)
     inputs = training.RunInputs.load(dataset, tokenizer, plan.model_path)
     context = training.prepare_job(
         plan, inputs, base_output_directory=str((tmp_path / "checkpoints").resolve()), results_dir=tmp_path

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, VENV_BIN, default_config, run_snakemake, set_key
+from conftest import REPO, VENV_BIN, default_config, run_snakemake, set_key, stub_run_inputs
 
 from nanogerman import training
 from nanogerman.config import ConfigError, validate_config
@@ -470,25 +470,11 @@ def test_killed_run_resumes_from_its_last_checkpoint(trained):
     assert steps[0] == resume_at + 1 and steps[-1] == 79  # continued, not from step 0
 
 
-def _tiny_inputs(tmp_path) -> tuple[Path, Path]:
-    tokenizer = tmp_path / "tokenizers" / "tok"
-    tokenizer.mkdir(parents=True)
-    (tokenizer / "tokenizer.json").write_text("{}")
-    (tokenizer / "stats.json").write_text(
-        json.dumps({"vocab_size": 2048, "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 0})
-    )
-    dataset = tmp_path / "dataset.json"
-    dataset.write_text(
-        json.dumps({"name": "d", "version": "1.0.0", "checksums": {}, "maxtext": {"dataset_type": "tfds", "dataset_path": "/d"}})
-    )
-    return tokenizer, dataset
-
-
 def test_a_forced_rerun_of_a_finished_run_does_not_start_maxtext(tmp_path, monkeypatch):
     """MaxText refuses to start when the last step is saved; the job then just rewrites its outputs."""
     config = validate_config(default_config())
     plan = plan_run(config, "tiny_neox")
-    tokenizer, dataset = _tiny_inputs(tmp_path)
+    tokenizer, dataset = stub_run_inputs(tmp_path)
     inputs = training.RunInputs.load(dataset, tokenizer, plan.model_path)
     context = training.prepare_job(
         plan, inputs, base_output_directory=str((tmp_path / "checkpoints").resolve()), results_dir=tmp_path
@@ -538,7 +524,7 @@ def test_fit_check_fails_early_with_the_per_chip_memory(tmp_path):
     )
     config["training"]["defaults"].update(per_device_batch_size=8192, max_target_length=2048)
     plan = plan_run(validate_config(config), "tiny_neox")
-    tokenizer, _ = _tiny_inputs(tmp_path)
+    tokenizer, _ = stub_run_inputs(tmp_path)
     with pytest.raises(TrainingError) as caught:
         training.fit_check(plan, tokenizer_dir=tokenizer, out=tmp_path / "fit.json")
     message = str(caught.value)
