@@ -52,6 +52,7 @@ from pathlib import Path
 STATES = ("running", "succeeded", "failed", "stopped", "interrupted")
 STEP = re.compile(r"completed step: (\d+)")
 CHECKPOINT = re.compile(r"Saved a checkpoint at step (\d+)")
+KILL_AFTER_SECONDS = 120  # a MaxText that ignores SIGTERM this long (stuck in a collective) gets SIGKILL
 LOCAL_ROOT = Path("runs")  # relative to ~/nanogerman, where the ssh command starts
 METADATA = "http://metadata.google.internal/computeMetadata/v1/instance/attributes/agent-worker-number"
 
@@ -268,21 +269,33 @@ class Supervisor:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         (self.local / "stop-requested").unlink(missing_ok=True)
         self.flush()
-        child = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        children: list[subprocess.Popen] = []
 
         def on_term(signum, frame):  # noqa: ARG001
             self.terminated = True
-            child.terminate()
+            for child in children:
+                child.terminate()
 
+        # The handler goes in before the child starts: a SIGTERM the launching shell ignored would
+        # otherwise be inherited as ignored by MaxText (exec resets only handled signals to default).
         signal.signal(signal.SIGTERM, on_term)
+        child = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        children.append(child)
+        if self.terminated:  # a stop that came while the child was starting
+            child.terminate()
         with open(self.local / "train.log", "a", encoding="utf-8", errors="replace") as log_file:
             output = io.TextIOWrapper(child.stdout, encoding="utf-8", errors="replace")
             reader = threading.Thread(target=self.read_output, args=(output, log_file), daemon=True)
             reader.start()
+            term_seen: float | None = None
             while child.poll() is None:
                 self.wake.wait(self.heartbeat)
                 self.wake.clear()
                 self.flush()
+                if self.terminated:
+                    term_seen = term_seen or time.monotonic()
+                    if time.monotonic() - term_seen > KILL_AFTER_SECONDS:
+                        child.kill()
             reader.join(timeout=30)
         code = child.returncode
         with self.lock:
