@@ -34,6 +34,18 @@ def contamination_results():
     )
 
 
+def clean_subset_results():
+    """{task: its contamination result} with evaluation.contamination.clean_subsets; each model's evaluation then needs them."""
+    if (
+        not contamination_enabled()
+        or not config["evaluation"]["contamination"]["clean_subsets"]
+    ):
+        return {}
+    return {
+        task: f"{CONTAMINATION}/tasks/{task}.json" for task in contamination_tasks()
+    }
+
+
 def contamination_outputs():
     if not contamination_enabled():
         return []
@@ -110,5 +122,7 @@ rule contamination_summary:
     log:
         f"{RESULTS}/logs/contamination/summary.log",
     localrule: True
+    params:
+        clean=lambda wildcards: list(clean_subset_results()),
     script:
         "../scripts/contamination_summary.py"

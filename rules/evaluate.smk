@@ -81,6 +81,7 @@ rule eval_lm_eval:
     input:
         unpack(_model_input),
         tasks=[NEXT_PASSAGE] if config["evaluation"]["next_passage"]["enabled"] else [],
+        contamination=lambda wildcards: list(clean_subset_results().values()),
     output:
         results=f"{EVAL}/{{model}}/lm_eval.json",
     log:
@@ -98,6 +99,7 @@ rule eval_lm_eval:
         reference=lambda wildcards: _reference_entry(config, wildcards.model),  # its revision too
         tasks=_configured_tasks(config["evaluation"]),
         local_data=config["evaluation"]["local_data"],
+        clean=lambda wildcards: clean_subset_results(),  # {task: contamination result}: also run <task>_clean
     script:
         "../scripts/evaluate_model.py"
 

@@ -15,6 +15,7 @@ def main(snakemake):
         tasks=snakemake.params.tasks,
         generated=list(snakemake.input.tasks),
         local_data=snakemake.params.local_data,
+        clean=snakemake.params.clean,
     )
 
 

@@ -294,9 +294,12 @@ def write_contamination_summary(rows: Sequence[dict], markdown_out: str | Path, 
         )
 
 
-def contamination_section(paths: Sequence[str | Path]) -> str:
-    """The report's contamination table in Markdown: a column per task, its share of contaminated documents."""
-    rows = contamination_rows(paths)
+def contamination_section(paths: Sequence[str | Path], evaluated: Iterable[str] = ()) -> str:
+    """The report's contamination table in Markdown: a column per task, its share of contaminated documents; a
+    ``<task>_clean`` column beside each task that was also evaluated on its clean subset (named in ``evaluated``)."""
+    from nanogerman.clean_subsets import clean_rows
+
+    rows = clean_rows(contamination_rows(paths), evaluated)
     if not rows:
         return ""
     n = rows[0]["n"]

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from nanogerman.atomic import write_json
+from nanogerman.clean_subsets import write_clean_tasks
 from nanogerman.errors import StageError, first_line
 from nanogerman.offline_tasks import generated_task_yaml
 from nanogerman.provenance import package_versions
@@ -328,12 +329,16 @@ def evaluate_lm_eval(
     tasks: Sequence[str] = (),
     generated: Sequence[str | Path] = (),
     local_data: dict | None = None,
+    clean: dict | None = None,
 ) -> dict:
-    """The job of one model: generated tasks + configured tasks through lm-eval, written to ``out``."""
+    """The job of one model: generated tasks + configured tasks through lm-eval, written to ``out``; with ``clean``
+    ({task: contamination result}) each of those tasks also on its clean subset (:mod:`nanogerman.clean_subsets`)."""
     with scratch_dir("tasks") as include_dir:
         names = build_include_dir(include_dir, generated=generated, local_data=local_data, tasks=tasks)
         generated_names = names[: len(generated)]
         all_tasks = [*[name for name in generated_names if name not in tasks], *tasks]
+        names += (clean_names := write_clean_tasks(include_dir, clean or {}))
+        all_tasks += clean_names
         if not all_tasks:
             raise EvaluationError("config error: no lm-eval tasks: set evaluation.tasks or enable evaluation.next_passage")
         results = run_lm_eval(spec, all_tasks, settings, include_dir=include_dir, included=names)

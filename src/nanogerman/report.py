@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from nanogerman.atomic import atomic_path, write_json
+from nanogerman.clean_subsets import beside_their_tasks
 from nanogerman.curves import (
     MARK_OVERFIT,
     MARK_STALLED,
@@ -423,6 +424,7 @@ def select_columns(models: Sequence[Model], settings: ReportSettings) -> list[Co
         tasks = [task for task in settings.task_order if task in found] + [
             task for task in found if task not in settings.task_order
         ]
+        tasks = beside_their_tasks(tasks)  # <task>_clean right after <task>
     columns = []
     for task in tasks:
         for metric in METRICS:
@@ -1009,7 +1011,7 @@ def write_report(
 
     page = markdown_report(models, columns, run_list, tokenizer_results, settings, commit)
     page += "".join(f"\n{note}\n" for note in task_notes([column.task for column in columns])) + contamination_section(
-        contamination
+        contamination, found_tasks(models)
     )
     write_text(outputs["overview_md"], page)
     write_text(outputs["overview_html"], markdown_to_html(page))
