@@ -24,7 +24,7 @@ def _leaves(names, include_dir) -> dict[str, list[dict]]:
     found = {}
 
     def walk(tasks):
-        for name, value in tasks.items():
+        for value in tasks.values():
             if isinstance(value, dict):
                 walk(value)
             else:
