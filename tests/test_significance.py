@@ -79,3 +79,51 @@ def test_comparisons_table_from_results_files(tmp_path):
     assert "| a | b | arc_de | acc |" in (tmp_path / "c.md").read_text()
     header, row = (tmp_path / "c.csv").read_text().splitlines()
     assert header.startswith("first,second,task,metric,difference,low,high,p_value") and row.startswith("a,b,arc_de,acc,")
+
+
+def _results_file(path, task, scores, *, with_items=True):
+    """An lm-eval results file as the evaluation stage writes it: acc ± stderr and, optionally, the per-item scores."""
+    values = np.asarray(scores, dtype=float)
+    entry = {"acc,none": float(values.mean()), "acc_stderr,none": float(values.std(ddof=1) / np.sqrt(len(values)))}
+    path.write_text(json.dumps({"results": {task: entry}, "nanogerman": {"items": {task: items(values)}} if with_items else {}}))
+    return path
+
+
+def _overview(tmp_path, scores: dict, *, with_items=True):
+    from nanogerman.report import FlagSettings, ReportSettings, assemble_models, overview_table, select_columns
+    from nanogerman.significance import column_leads, lead_notes
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    files = {
+        name: [_results_file(tmp_path / f"{name}.json", "t", values, with_items=with_items)] for name, values in scores.items()
+    }
+    models = assemble_models([], files)
+    columns = select_columns(models, ReportSettings(chance={}))
+    table = overview_table(models, columns, FlagSettings())
+    return {row[0].text: row[1] for row in table.rows}, lead_notes(column_leads(models, columns))
+
+
+def test_the_overview_marks_a_best_value_whose_lead_is_noise(tmp_path):
+    from nanogerman.significance import MARK_LEAD
+
+    rng = np.random.default_rng(3)
+    base = rng.random(400) < 0.3
+    flipped = base.copy()
+    flipped[np.flatnonzero(~base)[:14]] = True  # noise: 14 items gained and 8 lost, a lead of 6 in 400 (McNemar p ≈ 0.29)
+    flipped[np.flatnonzero(base)[:8]] = False
+    cells, notes = _overview(tmp_path / "noise", {"a": base, "b": flipped})
+    assert cells["b"].bold and cells["b"].marks == MARK_LEAD and not cells["a"].bold and cells["a"].marks == ""
+    assert len(notes) == 1 and notes[0].startswith(f"{MARK_LEAD} the best value's lead") and "paired, 400 items" in notes[0]
+    assert cells["b"].latex().endswith(r"\textsuperscript{$\approx$} {\scriptsize $\pm$ " + cells["b"].stderr + "}")
+
+    strong = base | (rng.random(400) < 0.4)  # right wherever the other is, and on many more items
+    cells, notes = _overview(tmp_path / "clear", {"a": base, "strong": strong})
+    assert cells["strong"].bold and cells["strong"].marks == "" and notes == []
+
+
+def test_rows_without_items_are_compared_unpaired_and_labelled(tmp_path):
+    """Published value ± stderr only: the unpaired z-test decides, and the note says so."""
+    rng = np.random.default_rng(4)
+    cells, notes = _overview(tmp_path, {"a": rng.random(300) < 0.26, "b": rng.random(300) < 0.25}, with_items=False)
+    assert any(cell.marks == "≈" for cell in cells.values())
+    assert "unpaired z-test on value ± stderr" in notes[0]

@@ -58,6 +58,7 @@ from nanogerman.errors import StageError
 from nanogerman.offline_tasks import NextPassageSpec
 from nanogerman.provenance import file_sha256, git_commit, package_versions
 from nanogerman.selection import ConfigError
+from nanogerman.significance import MARK_LEAD, column_leads, lead_notes, lead_unclear, read_items
 from nanogerman.tables import MISSING, Cell, Table, best_positions
 from nanogerman.tokenizer_eval import METRICS as TOKENIZER_METRICS
 from nanogerman.tokenizer_eval_summary import latex_table as tokenizer_latex
@@ -148,6 +149,7 @@ class Model:
     scores: dict[tuple[str, str], Score] = field(default_factory=dict)
     run: Run | None = None
     evaluation: dict = field(default_factory=dict)  # provenance from the results files
+    items: dict = field(default_factory=dict)  # {task: per-item results}: is the best value's lead significant
 
 
 # --- readers: one per input format ---------------------------------------------------------------
@@ -277,6 +279,7 @@ def assemble_models(runs: Sequence[Run], evaluations: dict[str, Sequence[str | P
         for path in paths:
             scores, provenance = read_scores(path)
             models[name].scores.update(scores)
+            models[name].items.update(read_items(path))
             for key, value in provenance.items():
                 if key == "versions":
                     models[name].evaluation.setdefault("versions", {}).update(value)
@@ -484,6 +487,7 @@ def overview_table(models: Sequence[Model], columns: Sequence[Column], flags: Fl
     for column in columns:
         values = [_value(model, column) for model in models]
         best[column.key] = best_positions(values, higher_is_better=column.metric.higher_is_better, fmt=column.metric.format)
+    leads = column_leads(models, columns)  # is the best value's lead over the second significant?
     averages = [average(model, columns) for model in models]
     best_average = best_positions(averages, higher_is_better=True, fmt=lambda value: AVG_FORMAT.format(value))
     for row, model in enumerate(models):
@@ -497,7 +501,8 @@ def overview_table(models: Sequence[Model], columns: Sequence[Column], flags: Fl
                 Cell(
                     column.metric.format(score.value),
                     bold=row in best[column.key],
-                    marks=MARK_CHANCE if near_chance(score, column.chance, flags.chance_stderrs) else "",
+                    marks=(MARK_CHANCE if near_chance(score, column.chance, flags.chance_stderrs) else "")
+                    + (MARK_LEAD if row in best[column.key] and lead_unclear(leads[column.key]) else ""),
                     stderr=None if score.stderr is None else column.metric.format(score.stderr),
                 )
             )
@@ -764,7 +769,8 @@ def markdown_report(
     sections = ["# Results", "## Models"]
     if models:
         sections.append(overview_table(models, columns, flags).markdown())
-        sections.append("\n".join(f"- {note}" for note in overview_notes(columns, settings, missing_tasks(models, settings))))
+        notes = overview_notes(columns, settings, missing_tasks(models, settings)) + lead_notes(column_leads(models, columns))
+        sections.append("\n".join(f"- {note}" for note in notes))
     else:
         sections.append("No trained runs and no evaluation results.")
     sections += ["## Training runs", run_table(runs, flags).markdown() if runs else "No training runs."]

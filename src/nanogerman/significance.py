@@ -212,3 +212,84 @@ def compare_results(
                         )
                     )
     return found
+
+
+# --- the overview: is the best value's lead real? ---------------------------------------------------
+
+MARK_LEAD = "≈"  # the overview's footnote mark on a best value whose lead over the second is not significant
+LEAD_ITERATIONS = 2000  # bootstrap draws for a lead (McNemar decides for 0/1 scores; the interval is not shown)
+
+
+def read_items(path: str | Path) -> dict[str, dict]:
+    """{task: per-item scores} that the evaluation stage keeps in an lm-eval results file; {} where it has none."""
+    import json
+
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    return dict(((data.get("nanogerman") or {}).get("items") or {}) if isinstance(data, dict) else {})
+
+
+def _scalar_items(items: dict | None, metric: str) -> bool:
+    values = (items or {}).get(metric)
+    return bool(values) and all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in values)
+
+
+def best_lead(entries: Sequence[tuple], task: str, metric: str, *, higher_is_better: bool, seed: int = 1234) -> Comparison | None:
+    """The best of ``entries`` against the second best on ``task``: the comparison that says whether the lead is real.
+
+    ``entries`` are (name, score or None, that model's per-item results of ``task`` or None); a score has ``value``
+    and ``stderr``. Paired (bootstrap, and McNemar for 0/1 scores) where both models have per-item ``metric``, else
+    the unpaired z-test on value ± standard error; None with fewer than two scores or neither kind of data.
+    """
+    present = [entry for entry in entries if entry[1] is not None]
+    if len(present) < 2:
+        return None
+    (first, a, items_a), (second, b, items_b) = sorted(present, key=lambda entry: entry[1].value, reverse=higher_is_better)[:2]
+    if _scalar_items(items_a, metric) and _scalar_items(items_b, metric):
+        try:
+            return paired_comparison(first, second, task, metric, items_a, items_b, iterations=LEAD_ITERATIONS, seed=seed)
+        except SignificanceError:
+            pass  # no shared items: fall back to the unpaired test
+    if a.stderr is not None and b.stderr is not None:
+        return unpaired_comparison(first, second, task, metric, a.value, a.stderr, b.value, b.stderr)
+    return None
+
+
+def column_leads(models: Sequence, columns: Sequence) -> dict[str, Comparison | None]:
+    """{column key: :func:`best_lead`} for the overview's columns (``task``, ``metric``) and models (``scores``, ``items``)."""
+    return {
+        column.key: best_lead(
+            [(model.name, model.scores.get((column.task, column.metric.key)), model.items.get(column.task)) for model in models],
+            column.task,
+            column.metric.key,
+            higher_is_better=column.metric.higher_is_better,
+        )
+        for column in columns
+    }
+
+
+def lead_unclear(lead: Comparison | None) -> bool:
+    """True when a best value's lead was tested and is not significant."""
+    return lead is not None and not lead.significant
+
+
+def lead_notes(leads: dict[str, Comparison | None]) -> list[str]:
+    """The overview's footnote for :data:`MARK_LEAD`: each best value whose lead is not significant, with its test."""
+    unclear = [lead for lead in leads.values() if lead_unclear(lead)]
+    if not unclear:
+        return []
+
+    def detail(lead: Comparison) -> str:
+        test = f"paired, {lead.items} items" if lead.items else "unpaired z-test on value ± stderr"
+        if lead.p_value is None:
+            return f"95 % interval [{lead.low:+.4f}, {lead.high:+.4f}], {test}"
+        return f"p = {lead.p_value:.2g}, {test}"
+
+    listed = "; ".join(
+        f"{lead.task} {lead.metric}: {lead.first} over {lead.second} by {lead.difference:+.4f} ({detail(lead)})"
+        for lead in unclear
+    )
+    return [
+        f"{MARK_LEAD} the best value's lead over the second is not significant at {unclear[0].alpha:g} (McNemar's test on "
+        "the same items where both models have lm-eval's per-item results, a paired bootstrap interval for other per-item "
+        "scores, else a z-test on value ± standard error): " + listed + "."
+    ]

@@ -21,6 +21,7 @@ LATEX_MARKS = {
     "¶": r"\textsuperscript{\P}",
     "‖": r"\textsuperscript{\textbardbl}",
     "¤": r"\textsuperscript{\textcurrency}",
+    "≈": r"\textsuperscript{$\approx$}",
 }
 _LATEX_SPECIALS = {
     "\\": r"\textbackslash{}",
