@@ -362,3 +362,28 @@ def test_two_checkpoints_give_two_rows_with_their_tokens_seen(tiny, held_out, tm
     assert int(sum(weights)) == tiny.manifest["tokens_seen"]
     assert rows[1]["value"] < rows[0]["value"] and rows[0]["reference_kind"] == "uniform"
     assert (tmp_path / "curves.csv").read_text().count("\n") == 3 and (tmp_path / "curves.png").is_file()
+
+
+@pytest.mark.slow
+def test_a_clean_subset_runs_through_lm_eval_beside_its_task(tiny, tmp_path):
+    """evaluation.contamination.clean_subsets: arc_de_clean is arc_de without the document the contamination result lists."""
+    from nanogerman.report import ReportSettings, assemble_models, select_columns
+
+    result = tmp_path / "arc_de.json"
+    result.write_text(json.dumps({"task": "arc_de", "documents": 12, "contaminated": 1, "contaminated_ids": [3]}))
+    out = tmp_path / "lm_eval.json"
+    evaluate_lm_eval(
+        ModelSpec("tiny", str(tiny.export_dir)),
+        EvalSettings(batch_size=16, bootstrap_iters=200),
+        out,
+        tasks=["arc_de"],
+        local_data={"arc_de": str(M_ARC_DE)},
+        clean={"arc_de": str(result)},
+    )
+    results = json.loads(out.read_text())
+    assert (results["n-samples"]["arc_de"]["effective"], results["n-samples"]["arc_de_clean"]["effective"]) == (12, 11)
+    items = results["nanogerman"]["items"]
+    kept = [acc for doc, acc in zip(items["arc_de"]["doc_id"], items["arc_de"]["acc"], strict=True) if doc != 3]
+    assert items["arc_de_clean"]["acc"] == kept  # the same documents, scored the same, without the contaminated one
+    columns = select_columns(assemble_models([], {"tiny": [out]}), ReportSettings(task_order=("arc_de",)))
+    assert [column.task for column in columns][:4] == ["arc_de", "arc_de", "arc_de_clean", "arc_de_clean"]
