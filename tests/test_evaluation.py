@@ -387,3 +387,4 @@ def test_a_clean_subset_runs_through_lm_eval_beside_its_task(tiny, tmp_path):
     assert items["arc_de_clean"]["acc"] == kept  # the same documents, scored the same, without the contaminated one
     columns = select_columns(assemble_models([], {"tiny": [out]}), ReportSettings(task_order=("arc_de",)))
     assert [column.task for column in columns][:4] == ["arc_de", "arc_de", "arc_de_clean", "arc_de_clean"]
+    assert [column.averaged for column in columns][:4] == [True, True, False, False]  # Avg. counts each task once

@@ -37,6 +37,10 @@ def clean_name(task: str) -> str:
     return f"{task}{SUFFIX}"
 
 
+def is_clean_subset(task: str) -> bool:
+    return task.endswith(SUFFIX)
+
+
 def beside_their_tasks(tasks: Sequence[str]) -> list[str]:
     """``tasks`` with each ``<task>_clean`` moved right after ``<task>`` (where both are present)."""
     present = set(tasks)

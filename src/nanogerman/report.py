@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from nanogerman.atomic import atomic_path, write_json
-from nanogerman.clean_subsets import beside_their_tasks
+from nanogerman.clean_subsets import beside_their_tasks, is_clean_subset
 from nanogerman.curves import (
     MARK_OVERFIT,
     MARK_STALLED,
@@ -432,7 +432,8 @@ def select_columns(models: Sequence[Model], settings: ReportSettings) -> list[Co
     for task in tasks:
         for metric in METRICS:
             if any((task, metric.key) in model.scores for model in models):
-                averaged = metric.accuracy and (settings.average_tasks is None or task in settings.average_tasks)
+                every = settings.average_tasks is None and not is_clean_subset(task)  # a clean subset is not counted twice
+                averaged = metric.accuracy and (every or task in (settings.average_tasks or ()))
                 chance = settings.chance.get(task) if metric.accuracy else None
                 columns.append(Column(task, metric, chance, averaged))
     return columns
