@@ -88,3 +88,21 @@ def test_the_generated_task_from_held_out_shards_is_not_contaminated(tmp_path, s
     own = tmp_path / "own.npy"
     shard_ngrams([sample_dir / "shard_00004.parquet"], own, n=13)
     assert task_contamination(NextPassageSpec.task, documents, own, tmp_path / "own.json")["share"] > 0.9
+
+
+def test_ngram_hashes_match_a_token_by_token_reference():
+    """Distinct tokens are hashed once and looked up: the same hashes as hashing every token on its own."""
+    from nanogerman.contamination import _MULTIPLIER, _token_hashes
+
+    texts = ["die Katze und die Maus und die Katze", "", "Maus und Katze und die Maus"]
+    grams, owners = text_ngrams(texts, 3)
+    expected, expected_owners = [], []
+    for number, text in enumerate(texts):
+        hashes = [int(_token_hashes([token])[0]) for token in normalized_tokens(text)]
+        for start in range(len(hashes) - 2):
+            value = 0
+            for part in hashes[start : start + 3]:
+                value = (value * int(_MULTIPLIER) + part) % 2**64
+            expected.append(value)
+            expected_owners.append(number)
+    assert grams.tolist() == expected and owners.tolist() == expected_owners

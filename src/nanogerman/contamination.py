@@ -5,8 +5,8 @@ normalization and lowercasing, each hashed to 64 bits. Three steps, one job each
 
 - :func:`shard_ngrams`: the distinct n-gram hashes of one training shard (``.npy``, sorted).
   Vectorized with pyarrow and numpy: the shard's texts are normalized and lowercased by Python
-  and split at whitespace by pyarrow; the tokens are hashed all at once (a byte polynomial with
-  a splitmix64 finalizer, over pyarrow's buffers); the n-gram
+  and split at whitespace by pyarrow; the distinct tokens (pyarrow's dictionary encoding) are
+  hashed all at once (a byte polynomial with a splitmix64 finalizer, over pyarrow's buffers); the n-gram
   hashes are a polynomial over the token hashes, computed for all positions at once, and
   n-grams that would cross from one document into the next are dropped.
 - :func:`merge_ngrams`: the union over all shards.
@@ -99,13 +99,17 @@ def _ngram_hashes(token_hashes: np.ndarray, starts: np.ndarray, ends: np.ndarray
         combined = token_hashes[:count].copy()
         for offset in range(1, n):
             combined = combined * _MULTIPLIER + token_hashes[offset : offset + count]
-    # An n-gram starting at position p is inside its document when p + n <= that document's end.
-    document_end = np.repeat(ends, ends - starts)[:count]
-    return combined[np.arange(count) + n <= document_end]
+    # An n-gram starting at position p is inside its document when p + n <= that document's end: the n - 1 positions
+    # before each document's end start n-grams that cross it (positions before a short document's start already
+    # cross the previous document's end, so marking them changes nothing).
+    inside = np.ones(count, dtype=bool)
+    crossing = (np.asarray(ends, dtype=np.int64)[:, None] - np.arange(1, n)[None, :]).ravel()
+    inside[crossing[(crossing >= 0) & (crossing < count)]] = False
+    return combined[inside]
 
 
-def text_ngrams(texts: Iterable[str | None], n: int = DEFAULT_N) -> tuple[np.ndarray, np.ndarray]:
-    """All n-gram hashes of ``texts`` and, for each, the index of its text: (hashes, text index)."""
+def text_ngrams(texts: Iterable[str | None], n: int = DEFAULT_N, *, owners: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """All n-gram hashes of ``texts`` and, for each, the index of its text: (hashes, text index; empty without ``owners``)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -118,11 +122,15 @@ def text_ngrams(texts: Iterable[str | None], n: int = DEFAULT_N) -> tuple[np.nda
     flat = pc.list_flatten(tokens)
     if len(flat) == 0:
         return np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.int64)
-    hashes = _string_hashes(flat.combine_chunks() if isinstance(flat, pa.ChunkedArray) else flat)  # every token, vectorized
+    # Each distinct token is hashed once (pyarrow's dictionary encoding), then looked up per token: a corpus has far
+    # fewer distinct tokens than tokens, so the per-byte work shrinks by about as much.
+    encoded = pc.dictionary_encode(flat.combine_chunks() if isinstance(flat, pa.ChunkedArray) else flat)
+    hashes = _string_hashes(encoded.dictionary)[encoded.indices.to_numpy(zero_copy_only=False)]
     starts, ends = offsets[:-1], offsets[1:]
     grams = _ngram_hashes(hashes, starts, ends, n)
-    owners = np.repeat(np.arange(len(starts)), np.maximum(ends - starts - n + 1, 0))
-    return grams, owners
+    if not owners:
+        return grams, np.empty(0, dtype=np.int64)
+    return grams, np.repeat(np.arange(len(starts)), np.maximum(ends - starts - n + 1, 0))
 
 
 def shard_ngrams(parquet_files: Sequence[str | Path], out: str | Path, *, n: int = DEFAULT_N, batch_rows: int = 2048) -> dict:
@@ -136,7 +144,7 @@ def shard_ngrams(parquet_files: Sequence[str | Path], out: str | Path, *, n: int
             texts = batch.column(0).to_pylist()
             documents += len(texts)
             size += sum(len(text.encode("utf-8")) for text in texts if text)
-            grams, _ = text_ngrams(texts, n)
+            grams, _ = text_ngrams(texts, n, owners=False)
             parts.append(_distinct(grams))
     distinct = _distinct(np.concatenate(parts)) if parts else np.empty(0, dtype=np.uint64)
     _save(out, distinct)
