@@ -49,7 +49,9 @@ def test_contamination_and_comparison_rules_run_through_snakemake(tmp_path, base
     items = [json.loads(line)["text"] for line in (REPO / "tests/data/tasks" / TASK / "test.jsonl").read_text().splitlines()]
     _place_inputs(tmp_path, items[2])
     base_config["evaluation"].update(
-        tasks=[TASK], local_data={TASK: str(REPO / "tests/data/tasks" / TASK)}, contamination={"enabled": True}
+        tasks=[TASK],
+        local_data={TASK: str(REPO / "tests/data/tasks" / TASK)},
+        contamination={"enabled": True, "clean_subsets": True},
     )
     base_config["evaluation"]["next_passage"] = {"enabled": False}
     base_config["evaluation"]["checkpoints"]["tasks"] = ["heldout_bpb"]
@@ -66,7 +68,8 @@ def test_contamination_and_comparison_rules_run_through_snakemake(tmp_path, base
     assert merged["n"] == 13 and merged["ngrams"] == len(np.load(contamination / "corpus_ngrams.npy")) > 1000
     task = json.loads((contamination / "tasks" / f"{TASK}.json").read_text())
     assert (task["documents"], task["contaminated_ids"]) == (4, ["2"])  # the planted item, and only it
-    assert f"| {TASK} | 4 | 1 | 25.0 % |" in (contamination / "summary.md").read_text()
+    summary = (contamination / "summary.md").read_text()
+    assert f"| {TASK} | 4 | 1 | 25.0 % |\n| {TASK}_clean | 3 | 0 | 0.0 % |" in summary  # clean_subsets: the subset's row
 
     with open(tmp_path / "results" / "eval" / "comparisons.csv", encoding="utf-8") as handle:
         rows = {(row["task"], row["metric"]): row for row in csv.DictReader(handle)}
