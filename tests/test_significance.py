@@ -127,3 +127,23 @@ def test_rows_without_items_are_compared_unpaired_and_labelled(tmp_path):
     cells, notes = _overview(tmp_path, {"a": rng.random(300) < 0.26, "b": rng.random(300) < 0.25}, with_items=False)
     assert any(cell.marks == "≈" for cell in cells.values())
     assert "unpaired z-test on value ± stderr" in notes[0]
+
+
+def test_best_lead_needs_two_scores_and_data_to_test():
+    from nanogerman.report import Score
+    from nanogerman.significance import best_lead, lead_notes
+
+    rng = np.random.default_rng(6)
+    graded = rng.random(200)  # per-item scores other than 0/1: the paired bootstrap interval decides
+    close = {"doc_id": list(range(200)), "acc": (graded + rng.normal(0, 0.01, 200)).tolist()}
+    lead = best_lead(
+        [("a", Score(0.51, 0.02), items(graded)), ("b", Score(0.50, 0.02), close)], "t", "acc", higher_is_better=True
+    )
+    assert lead.first == "a" and lead.p_value is None and lead.test == "paired bootstrap" and lead.low is not None
+    assert not lead.significant and lead.low < 0 < lead.high and "95 % interval [" in lead_notes({"t/acc": lead})[0]
+    assert best_lead([("a", Score(0.5), None), ("b", Score(0.4), None)], "t", "acc", higher_is_better=True) is None
+    assert best_lead([("a", Score(0.5, 0.01), None), ("b", None, None)], "t", "acc", higher_is_better=True) is None
+    lower = best_lead(
+        [("a", Score(3.1, 0.1), None), ("b", Score(3.0, 0.1), None)], "bpb", "bits_per_byte", higher_is_better=False
+    )
+    assert (lower.first, lower.second, lower.test) == ("b", "a", "unpaired z-test (value ± stderr)")

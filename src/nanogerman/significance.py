@@ -87,7 +87,8 @@ def paired_comparison(
     iterations: int = 10_000,
     seed: int = 1234,
 ) -> Comparison:
-    """Compare two models' per-item ``metric`` on ``task`` over the items both have (``{"doc_id": [...], metric: [...]}``)."""
+    """Compare two models' per-item ``metric`` on ``task`` over the items both have (``{"doc_id": [...], metric: [...]}``);
+    ``iterations=0`` leaves the bootstrap interval out."""
     try:
         a = dict(zip(items_first["doc_id"], items_first[metric], strict=False))
         b = dict(zip(items_second["doc_id"], items_second[metric], strict=False))
@@ -99,7 +100,7 @@ def paired_comparison(
     if not shared:
         raise SignificanceError(f"{task}: {first} and {second} share no items")
     x, y = [float(a[key]) for key in shared], [float(b[key]) for key in shared]
-    low, high = bootstrap_interval(x, y, iterations=iterations, seed=seed)
+    low, high = bootstrap_interval(x, y, iterations=iterations, seed=seed) if iterations else (None, None)
     binary = set(x) | set(y) <= {0.0, 1.0}
     return Comparison(
         first,
@@ -217,7 +218,7 @@ def compare_results(
 # --- the overview: is the best value's lead real? ---------------------------------------------------
 
 MARK_LEAD = "≈"  # the overview's footnote mark on a best value whose lead over the second is not significant
-LEAD_ITERATIONS = 2000  # bootstrap draws for a lead (McNemar decides for 0/1 scores; the interval is not shown)
+LEAD_ITERATIONS = 2000  # bootstrap draws for a lead on scores other than 0/1 (McNemar alone decides for 0/1 scores)
 
 
 def read_items(path: str | Path) -> dict[str, dict]:
@@ -246,6 +247,9 @@ def best_lead(entries: Sequence[tuple], task: str, metric: str, *, higher_is_bet
     (first, a, items_a), (second, b, items_b) = sorted(present, key=lambda entry: entry[1].value, reverse=higher_is_better)[:2]
     if _scalar_items(items_a, metric) and _scalar_items(items_b, metric):
         try:
+            found = paired_comparison(first, second, task, metric, items_a, items_b, iterations=0)  # McNemar for 0/1
+            if found.p_value is not None:
+                return found
             return paired_comparison(first, second, task, metric, items_a, items_b, iterations=LEAD_ITERATIONS, seed=seed)
         except SignificanceError:
             pass  # no shared items: fall back to the unpaired test
