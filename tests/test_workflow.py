@@ -1,29 +1,51 @@
-"""The whole workflow on the embedded default config, as README command 1 runs it."""
+"""The whole workflow on the embedded default config, as README command 1 runs it, and what a changed value reruns.
+
+The run is the README's command (`snakemake --cores all`) in a copy of the repository, with the
+repository copy as the working directory. The copy's `config/config.yaml` differs from the
+repository's in one key: a `results_dir` that MaxText's own config parser would cut or turn into
+a mapping if a value reached it unquoted.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+from pathlib import Path
 
 import pytest
+import yaml
+from conftest import copy_workflow, snakemake_at_root
 
 SENTINEL = "hf_SENTINEL_c0ffee_not_a_real_token"  # an HF_TOKEN that must reach no file
 # ' #' would start a YAML comment and ': ' a mapping in MaxText's own config parser (OmegaConf): paths must survive both
 RESULTS_DIR = "res #1: x"
+README_COMMAND = ("--cores", "all")
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    """README command 1 in a copy of the repository; yields (root, CompletedProcess)."""
+    root = copy_workflow(tmp_path_factory.mktemp("repo"))
+    config_file = root / "config" / "config.yaml"
+    config_file.write_text(config_file.read_text(encoding="utf-8") + f"\nresults_dir: {json.dumps(RESULTS_DIR)}\n")
+    result = snakemake_at_root(
+        root, *README_COMMAND, env={"HF_TOKEN": SENTINEL, "HUGGING_FACE_HUB_TOKEN": SENTINEL}, timeout=1500
+    )
+    return root, result
 
 
 @pytest.mark.slow
-def test_default_workflow_end_to_end(tmp_path, base_config, snakemake_run):
-    base_config["results_dir"] = RESULTS_DIR
-    result = snakemake_run(tmp_path, base_config, env={"HF_TOKEN": SENTINEL, "HUGGING_FACE_HUB_TOKEN": SENTINEL})
+def test_default_workflow_end_to_end(default_run):
+    root, result = default_run
     assert result.returncode == 0, result.stderr[-3000:]
-    results = tmp_path / RESULTS_DIR
+    results = root / RESULTS_DIR
     corpus = json.loads((results / "corpus" / "corpus.json").read_text())
     assert corpus["shard_sets"]["train"]["shards"] == 4
     train = json.loads((results / "train" / "tiny_neox" / "train.json").read_text())
     arguments = dict(argument.split("=", 1) for argument in train["maxtext_args"][1:])
-    assert arguments["base_output_directory"] == json.dumps(str(results / "checkpoints"))  # quoted for OmegaConf
-    assert not (tmp_path / "res").exists()  # nothing written where a path cut at ' #' would point
+    assert arguments["base_output_directory"] == json.dumps(RESULTS_DIR + "/checkpoints")  # quoted for OmegaConf
+    assert not (root / "res").exists()  # nothing written where a path cut at ' #' would point
     assert_no_secret_on_disk(results, SENTINEL)
     # a run that generalizes: held-out bits per byte well below a uniform guess, validation loss falling, no flags
     from nanogerman.curves import eval_curve, overfitting_step, read_metrics
@@ -40,7 +62,7 @@ def test_default_workflow_end_to_end(tmp_path, base_config, snakemake_run):
         assert not (results / "checkpoint_eval" / run / "step_150" / "hf").exists()  # intermediate exports deleted
     overview = (results / "report" / "overview.md").read_text()
     assert "worse than uniform" not in overview and "overfitting" not in overview and "no improvement" not in overview
-    again = snakemake_run(tmp_path, base_config, "-n")
+    again = snakemake_at_root(root, "-n", *README_COMMAND)
     assert "Nothing to be done" in again.stdout + again.stderr
 
 
@@ -58,3 +80,92 @@ def assert_no_secret_on_disk(folder, secret: str) -> None:
             checked += 1
     events = [name for _, _, files in os.walk(folder) for name in files if name.startswith("events.out.tfevents")]
     assert checked > 100 and events, (checked, events)  # the search covered MaxText's TensorBoard files
+
+
+# --- a changed value reruns exactly the jobs that depend on it ------------------------------------
+
+
+def planned_jobs(root: Path, config: dict) -> set[str]:
+    """The jobs `snakemake -n` plans for ``config`` (written beside the default), as 'rule[wildcards]' or 'rule'."""
+    path = root / "config" / "changed.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    result = snakemake_at_root(root, "-n", *README_COMMAND, f"--configfile={path}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    jobs = set()
+    for block in re.split(r"\n(?=rule \w+:)", result.stdout):
+        if not (match := re.match(r"rule (\w+):", block)):
+            continue
+        wildcards = re.search(r"^    wildcards: (.*)$", block, re.MULTILINE)
+        jobs.add(f"{match.group(1)}[{wildcards.group(1)}]" if wildcards else match.group(1))
+    return jobs - {"all"}
+
+
+def run_jobs(run: str) -> set[str]:
+    """A training run's own jobs and every job that reads its checkpoints (the default evaluates steps 0 and 150)."""
+    return {
+        f"train_run[run={run}]",
+        f"export_hf[run={run}]",
+        f"eval_bits_per_byte[model={run}]",
+        f"eval_lm_eval[model={run}]",
+        f"checkpoint_curves[run={run}]",
+        *(f"{rule}[run={run}, step={step}]" for rule in ("checkpoint_export", "checkpoint_evaluate") for step in (0, 150)),
+    }
+
+
+def lm_eval_jobs(run: str) -> set[str]:
+    """The jobs that run the lm-eval tasks on a run's checkpoints (final and intermediate) and the curves drawn from them."""
+    return {
+        f"eval_lm_eval[model={run}]",
+        f"checkpoint_curves[run={run}]",
+        *(f"checkpoint_evaluate[run={run}, step={step}]" for step in (0, 150)),
+    }
+
+
+SUMMARIES = {"eval_summary", "eval_comparisons", "results_report"}
+RUNS = ("tiny_nanochat", "tiny_neox")
+
+
+def change(path: tuple, value):
+    def apply(config: dict) -> dict:
+        target = config
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+        return config
+
+    return apply
+
+
+CHANGES = {
+    # value changed: the jobs it must rerun (and nothing else)
+    "report flag": (change(("report", "flags", "chance_stderrs"), 3.0), {"results_report"}),
+    "one tokenizer's max_doc_chars": (
+        change(("tokenizers", 1, "max_doc_chars"), 5000),
+        {"tokenizer_train[tokenizer=sample_neox]", "tokenizer_eval[tokenizer=sample_neox]", "tokenizer_eval_summary"}
+        | run_jobs("tiny_neox")
+        | SUMMARIES,
+    ),
+    "one run's learning rate": (change(("training", "runs", 0, "learning_rate"), 2.0e-3), run_jobs("tiny_nanochat") | SUMMARIES),
+    "the lm-eval task limit": (
+        change(("evaluation", "limit"), 50),
+        lm_eval_jobs("tiny_nanochat") | lm_eval_jobs("tiny_neox") | SUMMARIES,
+    ),
+    "the generated task's seed": (
+        change(("evaluation", "next_passage", "seed"), 99),
+        {"eval_next_passage_task"} | lm_eval_jobs("tiny_nanochat") | lm_eval_jobs("tiny_neox") | SUMMARIES,
+    ),
+    "the export tolerance": (
+        change(("export", "tolerance"), 2.0e-3),
+        (run_jobs("tiny_nanochat") | run_jobs("tiny_neox") | SUMMARIES) - {f"train_run[run={run}]" for run in RUNS},
+    ),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("what", list(CHANGES))
+def test_a_changed_value_reruns_exactly_its_dependent_jobs(default_run, what):
+    root, result = default_run
+    assert result.returncode == 0, "the default run failed (see test_default_workflow_end_to_end)"
+    modify, expected = CHANGES[what]
+    config = yaml.safe_load((root / "config" / "config.yaml").read_text(encoding="utf-8"))
+    assert planned_jobs(root, modify(config)) == expected

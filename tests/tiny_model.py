@@ -1,7 +1,9 @@
 """One tiny trained MaxText model and its Hugging Face export, built once per test session.
 
 Shared by tests/test_export.py and tests/test_evaluation.py (both import :func:`tiny_model`;
-the first caller builds it, later ones reuse it). The run goes through the training
+the first caller builds it, later ones reuse it, also on another pytest-xdist worker: the
+build is guarded by a file lock in the folder all workers share, and recorded in a JSON file).
+Tests only read it; a test that changes an export copies it first. The run goes through the training
 stage's own :func:`nanogerman.training.train_run`, so its ``train.json`` is the real
 contract; the data comes from MaxText's Hugging Face parquet pipeline over the sample's
 training shards (no TFDS build), the model is nano-german-tiny shrunk to 64 wide.
@@ -10,8 +12,9 @@ training shards (no TFDS build), the model is nano-german-tiny shrunk to 64 wide
 from __future__ import annotations
 
 import json
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,10 +66,32 @@ def training_config(root: Path) -> dict:
 
 
 def tiny_model(base: Path) -> TinyModel:
-    """Tokenizer → 30 MaxText steps → export of the final checkpoint, under ``base`` (built once per session)."""
+    """Tokenizer → 30 MaxText steps → export of the final checkpoint, under ``base`` (built once per session).
+
+    ``base`` is the session's base temporary folder; under pytest-xdist the workers' parent
+    folder is used instead, so two workers build it once between them.
+    """
+    from filelock import FileLock
+
     base = Path(base)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # /tmp/pytest-of-<user>/pytest-<n>/, shared by this session's workers
     if base in _BUILT:
         return _BUILT[base]
+    record = base / "tiny_model" / "tiny_model.json"
+    with FileLock(str(base / "tiny_model.lock")):
+        if record.is_file():
+            fields = json.loads(record.read_text())
+            for name in ("root", "tokenizer_dir", "manifest_path", "export_dir", "maxtext_logits"):
+                fields[name] = Path(fields[name])
+            _BUILT[base] = TinyModel(**fields)
+        else:
+            _BUILT[base] = _build(base)
+            record.write_text(json.dumps(asdict(_BUILT[base]), default=str))
+    return _BUILT[base]
+
+
+def _build(base: Path) -> TinyModel:
     from nanogerman.export import export_run
     from nanogerman.tokenizer_training import TokenizerSpec, train_tokenizer
     from nanogerman.training import plan_run, train_run
@@ -111,5 +136,4 @@ def tiny_model(base: Path) -> TinyModel:
     maxtext_logits = root / "maxtext_logits.npy"
     report = export_run(manifest_path, tokenizer_dir, export_dir, logits_out=maxtext_logits)
     seconds["export"] = time.monotonic() - started
-    _BUILT[base] = TinyModel(root, tokenizer_dir, manifest_path, manifest, export_dir, report, maxtext_logits, seconds)
-    return _BUILT[base]
+    return TinyModel(root, tokenizer_dir, manifest_path, manifest, export_dir, report, maxtext_logits, seconds)
