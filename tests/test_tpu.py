@@ -203,7 +203,7 @@ def run_job(job: dict) -> dict:
         plan_run(job["config"], job["run"]),
         dataset_manifest=job["dataset"],
         tokenizer_dir=job["tokenizer"],
-        training=job["training"],
+        checkpoint_dir=job["training"]["checkpoint_dir"],
         results_dir=job["results"],
         manifest_out=job["manifest"],
         metrics_out=job["metrics"],
@@ -217,7 +217,7 @@ def run_dir(job: dict) -> Path:
     context = prepare_job(
         plan,
         inputs,
-        base_output_directory=checkpoint_base(job["training"], job["results"]),
+        base_output_directory=checkpoint_base(job["training"]["checkpoint_dir"], job["results"]),
         results_dir=job["results"],
         tokenizer_path="tokenizers/tok",
         model_path=Path(plan.model_path).name,
