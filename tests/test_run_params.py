@@ -82,7 +82,7 @@ def _train_jobs(output: str) -> dict[str, list[str]]:
 
 
 def test_a_backend_knob_plans_no_training_and_a_learning_rate_only_its_run(tmp_path):
-    """The scenario's tpu runs recorded by --touch; then poll interval and co. change (nothing), then one run's rate."""
+    """The scenario's tpu runs recorded by --touch; then poll interval and co. (nothing), the checks' settings, one run's rate."""
     config = tpu_config()
     results = tmp_path / config["results_dir"]
     runs = [entry["name"] for entry in config["training"]["runs"]]
@@ -103,6 +103,13 @@ def test_a_backend_knob_plans_no_training_and_a_learning_rate_only_its_run(tmp_p
     quiet = run_snakemake(tmp_path, config, *targets, *only, "-n")
     assert quiet.returncode == 0, quiet.stderr[-2000:]
     assert "Nothing to be done" in quiet.stdout + quiet.stderr
+
+    checked = copy.deepcopy(config)
+    checked["training"].update(fit={"max_fraction": 0.9}, smoke={"steps": 3})
+    checks = run_snakemake(tmp_path, checked, *targets, *only, "-n")
+    assert checks.returncode == 0, checks.stderr[-2000:]
+    fits = sorted(f"run={run}" for run in runs)  # the checks again, but no training: a run takes them as ancient()
+    assert _train_jobs(checks.stdout) == {"train_fit": fits, "train_smoke": ["target=v6e-8-europe-west4-a"]}
 
     config["training"]["runs"][1]["learning_rate"] = 0.002
     planned = run_snakemake(tmp_path, config, *targets, *only, "-n")
