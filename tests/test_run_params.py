@@ -71,14 +71,14 @@ def test_the_plan_param_is_recorded_the_backend_param_is_not_and_together_they_g
 
 
 def _train_jobs(output: str) -> dict[str, list[str]]:
-    """rule -> wildcard lines of the jobs a dry run plans."""
+    """rule -> the sorted wildcard lines of the jobs a dry run plans."""
     jobs: dict[str, list[str]] = {}
     for block in re.split(r"\n(?=(?:local)?rule \w+:)", output):
         match = re.match(r"(?:local)?rule (\w+):", block)
         wildcards = re.search(r"wildcards: (.*)", block)
         if match:
             jobs.setdefault(match.group(1), []).append(wildcards.group(1) if wildcards else "")
-    return jobs
+    return {rule: sorted(lines) for rule, lines in jobs.items()}
 
 
 def test_a_backend_knob_plans_no_training_and_a_learning_rate_only_its_run(tmp_path):
