@@ -11,6 +11,7 @@ from nanogerman.checkpoint_eval import (
     check_checkpoint_evaluation as _check_checkpoint_evaluation,
     intermediate_steps as _intermediate_steps,
     intermediate_tasks as _intermediate_tasks,
+    job_params as _checkpoint_job_params,
 )
 from nanogerman.config import ConfigError as _ConfigError
 
@@ -112,7 +113,7 @@ rule checkpoint_evaluate:
         f"{RESULTS}/benchmarks/checkpoint_eval/{{run}}_step_{{step}}.tsv"
     threads: 2
     params:
-        tasks=config["evaluation"]["checkpoints"]["tasks"],
+        job=lambda wildcards: _checkpoint_job_params(config),  # only the values the job uses: a change reruns it
     script:
         "../scripts/evaluate_checkpoint.py"
 

@@ -3,8 +3,18 @@
 # outputs: they stay in <checkpoint_dir>/<run_name>/checkpoints/ so a rerun resumes from them.
 # Before the runs of a backend target, a smoke job trains the model shape on synthetic data;
 # tpu runs are first compiled for their topology on this CPU (fit job). tpu jobs hold the
-# resource tpu_pod (profiles/tpu allows one at a time).
+# resource tpu_pod (profiles/tpu allows one at a time). Each job gets its settings as params
+# (nanogerman/run_params.py): a result-changing one reruns it, a tpu backend knob reruns nothing,
+# and a check run again for its own settings (smoke.steps, fit.*) retrains nothing.
 
+from nanogerman.preemption import tokenizer_vocab_size as _tokenizer_vocab_size
+from nanogerman.run_params import (
+    FIT_SETTINGS as _FIT_SETTINGS,
+    SMOKE_SETTINGS as _SMOKE_SETTINGS,
+    Unrecorded as _Unrecorded,
+    backend_param as _backend_param,
+    plan_param as _plan_param,
+)
 from nanogerman.training import (
     plan_run as _plan_run,
     plan_runs as _plan_runs,
@@ -52,12 +62,13 @@ def _fit_enabled(plan):
 
 
 def _run_checks(wildcards):
+    """The smoke and fit reports a run waits for; ancient(): a check run again (its own settings changed) retrains nothing."""
     plan = train_plan(wildcards.run)
     checks = {}
     if config["training"]["smoke"]["enabled"]:
-        checks["smoke"] = smoke_report(plan.target)
+        checks["smoke"] = ancient(smoke_report(plan.target))
     if _fit_enabled(plan):
-        checks["fit"] = fit_report(plan.name)
+        checks["fit"] = ancient(fit_report(plan.name))
     return checks
 
 
@@ -82,6 +93,10 @@ rule train_fit:
     benchmark:
         f"{RESULTS}/benchmarks/train/{{run}}_fit.tsv"
     threads: 2
+    params:
+        plan=lambda wildcards: _plan_param(train_plan(wildcards.run), _FIT_SETTINGS),
+        backend=lambda wildcards: _backend_param(train_plan(wildcards.run)),
+        fit={key: config["training"]["fit"][key] for key in ("hbm_gib", "max_fraction")},
     script:
         "../scripts/train_fit.py"
 
@@ -100,6 +115,13 @@ rule train_smoke:
         tpu_pod=TPU_POD,
     params:
         results_dir=lambda wildcards, output: str(Path(output.report).parents[2]),
+        plan=lambda wildcards: _plan_param(
+            _smoke_plans(config)[wildcards.target], _SMOKE_SETTINGS
+        ),
+        backend=lambda wildcards: _backend_param(_smoke_plans(config)[wildcards.target]),
+        steps=config["training"]["smoke"]["steps"],
+        # where the throwaway checkpoints go: the report does not name it, so a change reruns nothing
+        checkpoint_dir=_Unrecorded(config["training"]["checkpoint_dir"]),
     script:
         "../scripts/train_smoke.py"
 
@@ -122,7 +144,14 @@ rule train_run:
         tpu_pod=TPU_POD,
     params:
         results_dir=lambda wildcards, output: str(Path(output.manifest).parents[2]),
-        # the resolved run (settings, batch geometry, backend): a change reruns the job
-        plan=lambda wildcards: repr(train_plan(wildcards.run)),
+        # the resolved run (settings, batch geometry, backend, the result-changing tpu keys): a change reruns the job
+        plan=lambda wildcards: _plan_param(train_plan(wildcards.run)),
+        # how the tpu backend drives the job (poll interval, heartbeat, retries, zone, …): a change reruns nothing
+        backend=lambda wildcards: _backend_param(train_plan(wildcards.run)),
+        checkpoint_dir=config["training"]["checkpoint_dir"],  # train.json names the checkpoint
+        # for the job log's spot warnings only; a new vocabulary size retrains the tokenizer, which reruns the job anyway
+        vocab_size=lambda wildcards: _tokenizer_vocab_size(
+            config, train_plan(wildcards.run)
+        ),
     script:
         "../scripts/train_run.py"

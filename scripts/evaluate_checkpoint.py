@@ -8,22 +8,18 @@ from nanogerman.tokenizer_training import iter_texts
 
 def main(snakemake):
     quiet_job()
-    config = snakemake.config
+    params = snakemake.params.job  # checkpoint_eval.job_params: the values this job uses
     hub_offline_if_local(
         ModelSpec(snakemake.wildcards.run, snakemake.input.model),
-        hub_data=any(
-            task not in config["evaluation"]["local_data"]
-            for task in snakemake.params.tasks
-            if task in config["evaluation"]["tasks"]
-        ),
+        hub_data=any(task not in params["local_data"] for task in params["tasks"]),
     )
     texts = list(iter_texts(list(snakemake.input.get("shards", []))))
-    limit = config["evaluation"]["bits_per_byte"]["max_documents"]
+    limit = (params["bits_per_byte"] or {}).get("max_documents")
     evaluate_checkpoint(
         run=snakemake.wildcards.run,
         step=int(snakemake.wildcards.step),
         folder=snakemake.input.model,
-        config=config,
+        params=params,
         metrics=snakemake.input.metrics,
         out=snakemake.output.results,
         texts=texts[:limit] if limit is not None else texts,

@@ -5,7 +5,8 @@ from nanogerman.stage import run_stage
 
 
 def main(snakemake):
-    # How to download (retries, backoff) is read here, not passed as a param: changing it must not refetch the shards.
+    # The one script that reads snakemake.config, on purpose: corpus.download says how to download (retries,
+    # backoff), not what, so a change must not refetch the shards; as a param, Snakemake would record it and rerun them.
     corpus = dict(snakemake.params.source, download=snakemake.config["corpus"].get("download", {}))
     fetch_shard(
         ShardSource.from_config(corpus),

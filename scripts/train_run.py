@@ -4,22 +4,24 @@ import logging
 
 from nanogerman.job import terminate_on_sigterm
 from nanogerman.preemption import job_warnings
+from nanogerman.run_params import plan_from_params
 from nanogerman.stage import run_stage
-from nanogerman.training import plan_run, train_run
+from nanogerman.training import train_run
 
 
 def main(snakemake):
     terminate_on_sigterm()  # Snakemake stops jobs with SIGTERM: stop MaxText (and delete the TPU slice) too
-    config = snakemake.config
-    plan = plan_run(config, snakemake.wildcards.run)
-    for warning in job_warnings(config, plan, snakemake.input.dataset):  # the planning warnings of this run, in its log
+    params = snakemake.params
+    plan = plan_from_params(params.plan, params.backend)
+    # the planning warnings of this run, in its log
+    for warning in job_warnings(plan, snakemake.input.dataset, vocab_size=params.vocab_size, results_dir=params.results_dir):
         logging.getLogger("nanogerman.preemption").warning("%s", warning)
     train_run(
         plan,
         dataset_manifest=snakemake.input.dataset,
         tokenizer_dir=snakemake.input.tokenizer,
-        training=config["training"],
-        results_dir=snakemake.params.results_dir,
+        checkpoint_dir=params.checkpoint_dir,
+        results_dir=params.results_dir,
         manifest_out=snakemake.output.manifest,
         metrics_out=snakemake.output.metrics,
     )

@@ -1,17 +1,19 @@
 """Snakemake script for rule train_smoke: the target's model shape on synthetic data for a few steps."""
 
 from nanogerman.job import terminate_on_sigterm
+from nanogerman.run_params import plan_from_params
 from nanogerman.stage import run_stage
-from nanogerman.training import smoke_plans, smoke_run
+from nanogerman.training import smoke_run
 
 
 def main(snakemake):
     terminate_on_sigterm()
-    config = snakemake.config
+    params = snakemake.params
     smoke_run(
-        smoke_plans(config)[snakemake.wildcards.target],
-        training=config["training"],
-        results_dir=snakemake.params.results_dir,
+        plan_from_params(params.plan, params.backend),
+        steps=int(params.steps),
+        checkpoint_dir=params.checkpoint_dir.value,
+        results_dir=params.results_dir,
         out=snakemake.output.report,
     )
 

@@ -332,7 +332,7 @@ def test_two_checkpoints_give_two_rows_with_their_tokens_seen(tiny, held_out, tm
     """The tiny run's checkpoints at steps 0 and 29: each exported (logits check) and evaluated like rule checkpoint_evaluate."""
     import yaml
 
-    from nanogerman.checkpoint_eval import evaluate_checkpoint, write_run_curves
+    from nanogerman.checkpoint_eval import evaluate_checkpoint, job_params, write_run_curves
     from nanogerman.export import export_run
 
     config = validate_config(yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8")))
@@ -344,7 +344,9 @@ def test_two_checkpoints_give_two_rows_with_their_tokens_seen(tiny, held_out, tm
     points = []
     for step, folder in ((0, first), (29, tiny.export_dir)):
         points.append(tmp_path / f"step_{step}.json")
-        evaluate_checkpoint(run="tiny", step=step, folder=folder, config=config, metrics=metrics, out=points[-1], texts=held_out)
+        evaluate_checkpoint(
+            run="tiny", step=step, folder=folder, params=job_params(config), metrics=metrics, out=points[-1], texts=held_out
+        )
     rows = write_run_curves(
         run="tiny",
         points=points,

@@ -18,8 +18,10 @@ from nanogerman.preemption import (
     job_warnings,
     model_dims,
     planning_warnings,
+    tokenizer_vocab_size,
     train_flops_per_step,
 )
+from nanogerman.run_params import backend_param, plan_param
 from nanogerman.training import plan_run
 
 SEED = REPO / "config" / "nano-german.yaml"
@@ -89,10 +91,11 @@ def test_the_job_log_warning_follows_the_dataset_the_job_reads(tmp_path):
     plan = plan_run(config, "nano_neox_lr6e-4")
     manifest = tmp_path / "dataset.json"
     manifest.write_text(json.dumps({"maxtext": {"dataset_type": "tfds", "dataset_path": "gs://b/tfds"}}))
-    assert [line for line in job_warnings(config, plan, manifest) if "first example" in line]
+    where = {"vocab_size": tokenizer_vocab_size(config, plan), "results_dir": config["results_dir"]}
+    assert [line for line in job_warnings(plan, manifest, **where) if "first example" in line]
     manifest.write_text(json.dumps({"maxtext": {"dataset_type": "grain", "grain_train_files": "gs://b/x-*"}}))
-    assert job_warnings(config, plan, manifest) == []
-    assert job_warnings(config, plan, tmp_path / "missing.json") == []  # the job itself stops on it with one line
+    assert job_warnings(plan, manifest, **where) == []
+    assert job_warnings(plan, tmp_path / "missing.json", **where) == []  # the job itself stops on it with one line
 
 
 # --- checkpoint cadence --------------------------------------------------------------------
@@ -213,13 +216,19 @@ def test_the_train_run_job_writes_the_warnings_into_its_log(tmp_path, monkeypatc
     trained = []
     monkeypatch.setattr(training, "train_run", lambda plan, **kwargs: trained.append(plan.name))
     log = tmp_path / "logs" / "train.log"
-    snakemake = SimpleNamespace(
-        config=config,
+    plan = plan_run(config, "nano_neox_lr6e-4")
+    snakemake = SimpleNamespace(  # no config: the script gets everything through the params rules/train.smk gives it
         wildcards=SimpleNamespace(run="nano_neox_lr6e-4"),
         log=[str(log)],
         rule="train_run",
         input=SimpleNamespace(dataset=str(manifest), tokenizer=str(tmp_path / "tok")),
-        params=SimpleNamespace(results_dir=str(tmp_path / "results")),
+        params=SimpleNamespace(
+            results_dir=str(tmp_path / "results"),
+            plan=plan_param(plan),
+            backend=backend_param(plan),
+            checkpoint_dir=config["training"]["checkpoint_dir"],
+            vocab_size=tokenizer_vocab_size(config, plan),
+        ),
         output=NamedFiles(manifest=str(tmp_path / "train.json"), metrics=str(tmp_path / "metrics.jsonl")),
     )
     root = logging.getLogger()

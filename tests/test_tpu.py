@@ -28,7 +28,7 @@ from pathlib import Path
 import gcloud_emulator
 import pytest
 import yaml
-from conftest import REPO, SAMPLE_DIR
+from conftest import REPO, SAMPLE_DIR, stub_run_inputs
 
 from nanogerman import tpu, tpu_worker
 from nanogerman.config import ConfigError, validate_config
@@ -203,7 +203,7 @@ def run_job(job: dict) -> dict:
         plan_run(job["config"], job["run"]),
         dataset_manifest=job["dataset"],
         tokenizer_dir=job["tokenizer"],
-        training=job["training"],
+        checkpoint_dir=job["training"]["checkpoint_dir"],
         results_dir=job["results"],
         manifest_out=job["manifest"],
         metrics_out=job["metrics"],
@@ -217,7 +217,7 @@ def run_dir(job: dict) -> Path:
     context = prepare_job(
         plan,
         inputs,
-        base_output_directory=checkpoint_base(job["training"], job["results"]),
+        base_output_directory=checkpoint_base(job["training"]["checkpoint_dir"], job["results"]),
         results_dir=job["results"],
         tokenizer_path="tokenizers/tok",
         model_path=Path(plan.model_path).name,
@@ -442,6 +442,57 @@ def test_preemption_recreates_the_slice_and_resumes_from_the_checkpoint(emulated
     # the steps the workers uploaded before the VM died; lines printed after the last upload went with it
     assert before == list(range(len(before))) and len(before) >= restored - 1
     assert len([line for line in emulated.launches() if ": started (pid" in line]) == 2
+
+
+# A stand-in for MaxText's trainer on the emulated workers: its step, eval and checkpoint lines and
+# checkpoint folders in no time. Step 3's lines come twice, as from a resumed attempt or a re-read chunk.
+STAND_IN_TRAINER = """
+import sys
+from pathlib import Path
+
+args = dict(word.split("=", 1) for word in sys.argv[2:] if "=" in word)
+steps, interval = int(args["steps"]), int(args["eval_interval"])
+checkpoints = Path(args["base_output_directory"]) / args["run_name"] / "checkpoints"
+for step in [*range(4), 3, *range(4, steps)]:
+    print(f"completed step: {step}, seconds: 0.010, TFLOP/s/device: 0.1, Tokens/s/device: 6400.0, "
+          f"total_weights: 128, loss: {8 - step / 10:.3f}, lm_loss: {8 - step / 10:.3f}, perplexity: 9.0", flush=True)
+    if (step + 1) % interval == 0:
+        print(f"I1130 10:24:01.728832 1 metric_logger.py:302] Completed eval after train step {step}, "
+              f"loss={7 - step / 20:.3f}, perplexity=9.0, total_weights=512.0, avg_z_loss=0.000", flush=True)
+    if step == steps - 1:
+        (checkpoints / str(step) / "items").mkdir(parents=True, exist_ok=True)
+        (checkpoints / str(step) / "_CHECKPOINT_METADATA").write_text("{}")
+        print(f"Saved a checkpoint at step {step}, took 0.1 seconds", flush=True)
+"""
+
+
+def test_eval_lines_from_the_workers_land_in_metrics_jsonl_once(emulated, tmp_path, monkeypatch):
+    """MaxText's eval lines in the workers' log chunks become eval/avg_loss records, one per evaluation, also when rerun."""
+    stand_in = tmp_path / "stand-in"
+    trainer = stand_in / "maxtext" / "trainers" / "pre_train" / "train.py"
+    trainer.parent.mkdir(parents=True)
+    for folder in (trainer.parents[2], trainer.parents[1], trainer.parent):
+        (folder / "__init__.py").write_text("")
+    trainer.write_text(STAND_IN_TRAINER)
+    # the workers' python -m finds the stand-in before the real maxtext (the emulator passes the environment on)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(stand_in), os.environ.get("PYTHONPATH")])))
+    tokenizer, dataset = stub_run_inputs(tmp_path)
+    dataset.write_text(json.dumps({"name": "d", "maxtext": {"dataset_type": "tfds", "dataset_path": "gs://data/tfds"}}))
+    config = tpu_config(steps=8, checkpoint_period=100)
+    config["training"]["defaults"].update(eval_interval=3, eval_steps=1)
+    job = emulated.job(config, (tokenizer, dataset))
+    manifest = run_job(job)
+    records = [json.loads(line) for line in Path(job["metrics"]).read_text().splitlines()]
+    assert [record["step"] for record in records] == list(range(8))  # step 3, logged twice, is one record
+    assert [(record["step"], record["eval/avg_loss"]) for record in records if "eval/avg_loss" in record] == [
+        (2, 6.9),
+        (5, 6.75),
+    ]
+    assert manifest["final_step"] == 7 and manifest["checkpoint_step"] == 7
+    Path(job["manifest"]).unlink()
+    run_job(job)  # a rerun of the finished run reads the workers' whole log again: the same records, none twice
+    assert [json.loads(line) for line in Path(job["metrics"]).read_text().splitlines()] == records
+    assert kinds(emulated.calls()).count("ssh-launch") == 1
 
 
 # --- bad input and cheap cases ------------------------------------------------------------------

@@ -494,7 +494,7 @@ def test_a_forced_rerun_of_a_finished_run_does_not_start_maxtext(tmp_path, monke
         plan,
         dataset_manifest=dataset,
         tokenizer_dir=tokenizer,
-        training=config["training"],
+        checkpoint_dir=config["training"]["checkpoint_dir"],
         results_dir=tmp_path,
         manifest_out=tmp_path / "out" / "train.json",
         metrics_out=tmp_path / "out" / "metrics.jsonl",

@@ -125,7 +125,7 @@ def _build(base: Path) -> TinyModel:
         plan_run(config, RUN),
         dataset_manifest=dataset_manifest,
         tokenizer_dir=tokenizer_dir,
-        training=config["training"],
+        checkpoint_dir=config["training"].get("checkpoint_dir"),
         results_dir=results,
         manifest_out=manifest_path,
         metrics_out=manifest_path.with_name("metrics.jsonl"),

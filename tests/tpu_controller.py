@@ -16,7 +16,7 @@ if __name__ == "__main__":
         plan_run(spec["config"], spec["run"]),
         dataset_manifest=spec["dataset"],
         tokenizer_dir=spec["tokenizer"],
-        training=spec["training"],
+        checkpoint_dir=spec["training"]["checkpoint_dir"],
         results_dir=spec["results"],
         manifest_out=spec["manifest"],
         metrics_out=spec["metrics"],

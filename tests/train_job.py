@@ -28,7 +28,7 @@ def main(spec_path: str) -> None:
         plan_run(config, spec["run"]),
         dataset_manifest=spec["dataset"],
         tokenizer_dir=spec["tokenizer"],
-        training=config["training"],
+        checkpoint_dir=config["training"].get("checkpoint_dir"),
         results_dir=results,
         manifest_out=results / "train" / spec["run"] / "train.json",
         metrics_out=results / "train" / spec["run"] / "metrics.jsonl",

@@ -100,6 +100,27 @@ def intermediate_tasks(config: dict) -> tuple[bool, list[str], bool]:
     return BPB_TASK in tasks, [task for task in tasks if task in configured], NEXT_PASSAGE_TASK in tasks
 
 
+def job_params(config: dict) -> dict:
+    """What a checkpoint_evaluate job reads from the config, as builtin values for its rule's ``params``.
+
+    Only the values the job uses: a change of one reruns these jobs and no other, and a setting
+    of a task the checkpoints do not run (or of bits per byte, when they do not compute it) reruns none.
+    """
+    from nanogerman.evaluation import EvalSettings
+
+    bpb, tasks, next_passage = intermediate_tasks(config)
+    evaluation = config["evaluation"]
+    local_data = evaluation.get("local_data") or {}
+    bits = evaluation["bits_per_byte"]
+    return {
+        "settings": EvalSettings.from_config(evaluation).as_param(),
+        "bits_per_byte": {"max_documents": bits.get("max_documents"), "max_length": bits.get("max_length")} if bpb else None,
+        "tasks": tasks,
+        "next_passage": next_passage,
+        "local_data": {task: local_data[task] for task in tasks if task in local_data},
+    }
+
+
 def check_checkpoint_evaluation(config: dict, runs: Sequence[str]) -> None:
     """Every evaluated run's checkpoint steps and the tasks: one-line config errors before any job runs."""
     for run in runs:
@@ -121,26 +142,28 @@ def evaluate_checkpoint(
     run: str,
     step: int,
     folder: str | Path,
-    config: dict,
+    params: dict,
     metrics: str | Path,
     out: str | Path,
     texts: Sequence[str] = (),
     generated: Sequence[str | Path] = (),
 ) -> dict:
-    """Bits per byte and the chosen tasks of one exported checkpoint, in lm-eval's results shape, plus tokens seen."""
+    """Bits per byte and the chosen tasks of one exported checkpoint, in lm-eval's results shape, plus tokens seen.
+
+    ``params`` is the job's :func:`job_params`; ``texts`` are the held-out documents for bits per byte.
+    """
     from nanogerman.curves import read_metrics
     from nanogerman.evaluation import EvalSettings, ModelSpec, evaluate_bits_per_byte, evaluate_lm_eval, load_lm
 
-    bpb, tasks, next_passage = intermediate_tasks(config)
-    evaluation = config["evaluation"]
-    settings = EvalSettings.from_config(evaluation)
+    bpb, tasks, next_passage = params["bits_per_byte"] is not None, params["tasks"], params["next_passage"]
+    settings = EvalSettings(**params["settings"])
     spec = ModelSpec(f"{run}@{step}", str(folder), "run")
     lm = load_lm(spec, settings) if bpb else None
     results: dict = {"results": {}, "config": {}, "versions": {}, "n-shot": {}}
     with tempfile.TemporaryDirectory(prefix="nanogerman-checkpoint-") as scratch:
         if bpb:
             found = evaluate_bits_per_byte(
-                spec, settings, texts, Path(scratch) / "bpb.json", max_length=evaluation["bits_per_byte"].get("max_length"), lm=lm
+                spec, settings, texts, Path(scratch) / "bpb.json", max_length=params["bits_per_byte"]["max_length"], lm=lm
             )
             results["results"].update(found["results"])
             results["config"] = found["config"]
@@ -151,7 +174,7 @@ def evaluate_checkpoint(
                 Path(scratch) / "lm_eval.json",
                 tasks=tasks,
                 generated=list(generated) if next_passage else [],
-                local_data=evaluation.get("local_data"),
+                local_data=params["local_data"],
             )
             results["results"].update(found["results"])
             results["config"] = found.get("config") or results["config"]

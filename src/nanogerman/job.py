@@ -374,9 +374,8 @@ class JobContext:
         return self.state_dir / "metrics.raw.jsonl"
 
 
-def checkpoint_base(training: dict, results_dir: str | Path) -> str:
-    """MaxText's base_output_directory: training.checkpoint_dir, or <results_dir>/checkpoints (absolute)."""
-    configured = training.get("checkpoint_dir")
+def checkpoint_base(configured: str | None, results_dir: str | Path) -> str:
+    """MaxText's base_output_directory: ``configured`` (training.checkpoint_dir), or <results_dir>/checkpoints (absolute)."""
     if configured:
         return configured.rstrip("/") if str(configured).startswith("gs://") else str(Path(configured).resolve())
     return str((Path(results_dir) / "checkpoints").resolve())

@@ -204,13 +204,17 @@ def step_seconds(plan: RunPlan, tpu: dict, vocab_size: int | None, results_dir: 
     return seconds, f"estimated: {flops / 1e15:.2f} PFLOP per step on {plan.accelerator} at {mfu:.0%} of its bf16 peak"
 
 
-def run_cadence_warning(config: dict, plan: RunPlan) -> str | None:
+def tokenizer_vocab_size(config: dict, plan: RunPlan) -> int | None:
+    """The vocabulary size the run's tokenizer entry asks for (None if it names none), for the step time estimate."""
+    return next((entry.get("vocab_size") for entry in config.get("tokenizers") or [] if entry["name"] == plan.tokenizer), None)
+
+
+def run_cadence_warning(plan: RunPlan, *, vocab_size: int | None, results_dir: str | Path) -> str | None:
     """The cadence warning of one spot run, or None (not spot, fast enough, or no step time known)."""
     if not is_spot(plan):
         return None
     tpu = plan.tpu or {}
-    vocab = next((entry.get("vocab_size") for entry in config.get("tokenizers") or [] if entry["name"] == plan.tokenizer), None)
-    found = step_seconds(plan, tpu, vocab, config["results_dir"])
+    found = step_seconds(plan, tpu, vocab_size, results_dir)
     if found is None:
         return None
     seconds, source = found
@@ -235,11 +239,15 @@ def planning_warnings(config: dict) -> list[str]:
     dataset_type = dataset_type_for_format(config["dataset"]["format"])
     if replays_data(dataset_type):
         warnings.append(replay_warning([plan.name for plan in plans], dataset_type))
-    warnings.extend(line for plan in plans if (line := run_cadence_warning(config, plan)))
+    warnings.extend(
+        line
+        for plan in plans
+        if (line := run_cadence_warning(plan, vocab_size=tokenizer_vocab_size(config, plan), results_dir=config["results_dir"]))
+    )
     return warnings
 
 
-def job_warnings(config: dict, plan: RunPlan, dataset_manifest: str | Path) -> list[str]:
+def job_warnings(plan: RunPlan, dataset_manifest: str | Path, *, vocab_size: int | None, results_dir: str | Path) -> list[str]:
     """A run's own warnings for its job log; the data pipeline is read from the dataset manifest the job uses.
 
     An unreadable manifest gives no data warning here: the training job itself stops on it with one line.
@@ -253,6 +261,6 @@ def job_warnings(config: dict, plan: RunPlan, dataset_manifest: str | Path) -> l
         dataset_type = "grain"
     if replays_data(dataset_type):
         warnings.append(replay_warning([plan.name], dataset_type))
-    if (line := run_cadence_warning(config, plan)) is not None:
+    if (line := run_cadence_warning(plan, vocab_size=vocab_size, results_dir=results_dir)) is not None:
         warnings.append(line)
     return warnings

@@ -52,6 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nanogerman import tpu_worker
+from nanogerman.curves import LogRecorder, log_metrics_path
 from nanogerman.errors import StageError
 from nanogerman.job import (
     TRAIN_MODULE,
@@ -634,7 +635,7 @@ def _drive(
 
 
 def run_training_on_tpu(
-    plan: RunPlan, inputs: RunInputs, *, training: dict, results_dir: str | Path, base_output_directory: str
+    plan: RunPlan, inputs: RunInputs, *, results_dir: str | Path, base_output_directory: str
 ) -> tuple[JobContext, BackendResult]:
     """The tpu backend of :func:`nanogerman.training.train_run`."""
     check_dataset_reachable(inputs)
@@ -649,8 +650,11 @@ def run_training_on_tpu(
         model_path=Path(inputs.model_path).name,
     )
     context.state_dir.mkdir(parents=True, exist_ok=True)
-    context.raw_metrics.unlink(missing_ok=True)  # rebuilt from the workers' whole log
-    tail = LineTail(extra=StepRecorder(context.raw_metrics))
+    # rebuilt from the workers' whole log, training and eval lines as on the local backend; a step or an
+    # evaluation logged again (a resumed attempt, a re-attached job) is one record in metrics.jsonl (merge_metrics)
+    context.raw_metrics.unlink(missing_ok=True)
+    log_metrics_path(context.raw_metrics).unlink(missing_ok=True)
+    tail = LineTail(extra=LogRecorder(log_metrics_path(context.raw_metrics)))
     payload = Payload(
         files=[inputs.model_path], folders={inputs.tokenizer_dir: "tokenizers"}, requirements=_requirements_path(settings)
     )
@@ -661,7 +665,7 @@ def run_training_on_tpu(
 
 
 def run_smoke_on_tpu(
-    plan: RunPlan, *, training: dict, results_dir: str | Path, base_output_directory: str, run_name: str, steps: int
+    plan: RunPlan, *, results_dir: str | Path, base_output_directory: str, run_name: str, steps: int
 ) -> tuple[BackendResult, list[dict]]:
     """The synthetic-data demo on the run's slice; leaves the slice up for the runs unless keep_after_smoke is false."""
     settings = plan.tpu

@@ -342,20 +342,21 @@ def train_run(
     *,
     dataset_manifest: str | Path,
     tokenizer_dir: str | Path,
-    training: dict,
+    checkpoint_dir: str | None,
     results_dir: str | Path,
     manifest_out: str | Path,
     metrics_out: str | Path,
     clock: Callable[[], float] = time.time,
 ) -> dict:
-    """Train one run through its backend and write its metrics JSONL and ``train.json``; returns the manifest."""
+    """Train one run through its backend and write its metrics JSONL and ``train.json``; returns the manifest.
+
+    ``checkpoint_dir`` is training.checkpoint_dir (None: <results_dir>/checkpoints).
+    """
     started = clock()
     inputs = RunInputs.load(dataset_manifest, tokenizer_dir, plan.model_path)
-    base = checkpoint_base(training, results_dir)
+    base = checkpoint_base(checkpoint_dir, results_dir)
     if plan.backend == "tpu":
-        context, result = tpu.run_training_on_tpu(
-            plan, inputs, training=training, results_dir=results_dir, base_output_directory=base
-        )
+        context, result = tpu.run_training_on_tpu(plan, inputs, results_dir=results_dir, base_output_directory=base)
     else:
         context = prepare_job(plan, inputs, base_output_directory=base, results_dir=results_dir)
         result = run_local_backend(context)
@@ -411,16 +412,21 @@ def final_checkpoint_step(context: JobContext, result: BackendResult) -> int | N
 
 
 def smoke_run(
-    plan: RunPlan, *, training: dict, results_dir: str | Path, out: str | Path, clock: Callable[[], float] = time.time
+    plan: RunPlan,
+    *,
+    steps: int,
+    checkpoint_dir: str | None,
+    results_dir: str | Path,
+    out: str | Path,
+    clock: Callable[[], float] = time.time,
 ) -> dict:
-    """Train the target's model shape on synthetic data for a few steps; fail if MaxText fails or the loss is not finite."""
+    """Train the target's model shape on synthetic data for ``steps`` steps; fail if MaxText fails or the loss is not finite."""
     started = clock()
-    steps = int((training.get("smoke") or {}).get("steps", 5))
-    base = checkpoint_base(training, results_dir)
+    base = checkpoint_base(checkpoint_dir, results_dir)
     run_name = f"smoke-{plan.target}"
     if plan.backend == "tpu":
         result, records = tpu.run_smoke_on_tpu(
-            plan, training=training, results_dir=results_dir, base_output_directory=base, run_name=run_name, steps=steps
+            plan, results_dir=results_dir, base_output_directory=base, run_name=run_name, steps=steps
         )
     else:
         args = smoke_args(plan, model_path=plan.model_path, run_name=run_name, base_output_directory=base, steps=steps)

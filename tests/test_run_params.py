@@ -1,0 +1,118 @@
+"""The training jobs get their config through params: a result-changing value reruns exactly its job, a backend knob none.
+
+Snakemake reruns a job whose recorded params changed (``--rerun-triggers params``); it records
+params of builtin types only. :mod:`nanogerman.run_params` splits a run's plan accordingly. The
+workflow test records the train jobs' params with ``--touch`` (nothing trains) and dry-runs changes.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import yaml
+from conftest import REPO, SAMPLE_DIR, run_snakemake
+from snakemake.persistence import UNREPRESENTABLE, Persistence
+
+from nanogerman.config import validate_config
+from nanogerman.run_params import (
+    BACKEND_TPU_KEYS,
+    FIT_SETTINGS,
+    RESULT_TPU_KEYS,
+    SMOKE_SETTINGS,
+    backend_param,
+    plan_from_params,
+    plan_param,
+)
+from nanogerman.training import plan_run
+
+TPU_SCENARIO = REPO / ".test" / "tpu.yaml"
+
+
+def tpu_config() -> dict:
+    config = yaml.safe_load(TPU_SCENARIO.read_text(encoding="utf-8"))
+    config["corpus"]["location"] = str(SAMPLE_DIR)
+    return config
+
+
+def recorded(value) -> str:
+    """What Snakemake records of a param value (Persistence._serialize_param_builtin, its own code)."""
+    return Persistence._serialize_param_builtin(None, value)
+
+
+def test_no_script_reads_the_workflow_config_but_fetch_shard():
+    readers = sorted(path.name for path in (REPO / "scripts").glob("*.py") if "snakemake.config" in path.read_text())
+    assert readers == ["fetch_shard.py"]  # its corpus.download must not refetch the shards (see its comment)
+
+
+def test_every_tpu_key_is_either_result_changing_or_a_backend_knob():
+    schema = yaml.safe_load((REPO / "config" / "schema.yaml").read_text(encoding="utf-8"))
+    keys = set(schema["properties"]["training"]["properties"]["tpu"]["properties"])
+    assert set(RESULT_TPU_KEYS) | set(BACKEND_TPU_KEYS) == keys
+    assert not set(RESULT_TPU_KEYS) & set(BACKEND_TPU_KEYS)
+
+
+def test_the_plan_param_is_recorded_the_backend_param_is_not_and_together_they_give_the_plan():
+    config = validate_config(tpu_config())
+    plan = plan_run(config, "tiny_neox")
+    assert plan_from_params(plan_param(plan), backend_param(plan)) == plan
+    assert recorded(plan_param(plan)) != UNREPRESENTABLE and recorded(backend_param(plan)) == UNREPRESENTABLE
+    assert plan_param(plan)["tpu"] == {key: plan.tpu[key] for key in RESULT_TPU_KEYS}
+    changed = copy.deepcopy(config)
+    changed["training"]["tpu"].update(poll_seconds=1, heartbeat_seconds=5, max_restarts=2, zone="us-east5-b")
+    changed["training"]["runs"].reverse()  # the position in training.runs
+    assert plan_param(plan_run(changed, "tiny_neox")) == plan_param(plan)
+    changed["training"]["tpu"]["runtime_version"] = "v2-alpha-tpuv5"
+    assert plan_param(plan_run(changed, "tiny_neox")) != plan_param(plan)
+    smoke, fit = plan_param(plan, SMOKE_SETTINGS), plan_param(plan, FIT_SETTINGS)
+    config["training"]["defaults"]["learning_rate"] = 0.001  # neither job reads it
+    assert plan_param(plan_run(config, "tiny_neox"), SMOKE_SETTINGS) == smoke
+    assert plan_param(plan_run(config, "tiny_neox"), FIT_SETTINGS) == fit
+
+
+def _train_jobs(output: str) -> dict[str, list[str]]:
+    """rule -> the sorted wildcard lines of the jobs a dry run plans."""
+    jobs: dict[str, list[str]] = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", output):
+        match = re.match(r"(?:local)?rule (\w+):", block)
+        wildcards = re.search(r"wildcards: (.*)", block)
+        if match:
+            jobs.setdefault(match.group(1), []).append(wildcards.group(1) if wildcards else "")
+    return {rule: sorted(lines) for rule, lines in jobs.items()}
+
+
+def test_a_backend_knob_plans_no_training_and_a_learning_rate_only_its_run(tmp_path):
+    """The scenario's tpu runs recorded by --touch; then poll interval and co. (nothing), the checks' settings, one run's rate."""
+    config = tpu_config()
+    results = tmp_path / config["results_dir"]
+    runs = [entry["name"] for entry in config["training"]["runs"]]
+    folders = [results / "tokenizers" / entry["name"] for entry in config["tokenizers"]]
+    files = [results / "dataset" / "dataset.json", results / "train" / "smoke" / "v6e-8-europe-west4-a.json"]
+    files += [results / "train" / run / name for run in runs for name in ("fit.json", "train.json", "metrics.jsonl")]
+    for folder in folders:
+        folder.mkdir(parents=True)
+    for path in files:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{}")
+    targets = [f"{config['results_dir']}/train/{run}/train.json" for run in runs]
+    only = ["--allowed-rules", "train_run", "train_smoke", "train_fit", "--rerun-triggers", "params"]
+    touched = run_snakemake(tmp_path, config, *targets, *only, "--touch", "--forceall")
+    assert touched.returncode == 0, touched.stderr[-2000:]
+
+    config["training"]["tpu"].update(poll_seconds=5, heartbeat_seconds=10, max_restarts=3, stale_minutes=60, keep=True)
+    quiet = run_snakemake(tmp_path, config, *targets, *only, "-n")
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    assert "Nothing to be done" in quiet.stdout + quiet.stderr
+
+    checked = copy.deepcopy(config)
+    checked["training"].update(fit={"max_fraction": 0.9}, smoke={"steps": 3})
+    checks = run_snakemake(tmp_path, checked, *targets, *only, "-n")
+    assert checks.returncode == 0, checks.stderr[-2000:]
+    fits = sorted(f"run={run}" for run in runs)  # the checks again, but no training: a run takes them as ancient()
+    assert _train_jobs(checks.stdout) == {"train_fit": fits, "train_smoke": ["target=v6e-8-europe-west4-a"]}
+
+    config["training"]["runs"][1]["learning_rate"] = 0.002
+    planned = run_snakemake(tmp_path, config, *targets, *only, "-n")
+    assert planned.returncode == 0, planned.stderr[-2000:]
+    assert _train_jobs(planned.stdout) == {"train_run": [f"run={runs[1]}"]}
+    assert "params have changed since last execution" in planned.stdout
