@@ -23,23 +23,21 @@ import yaml
 from conftest import REPO, VENV_BIN, default_config
 
 from nanogerman.config import ConfigError, validate_config
-from nanogerman.report import (
-    FlagSettings,
+from nanogerman.report_data import (
     ReportError,
-    ReportSettings,
     Run,
     Score,
     assemble_models,
-    average,
-    loss_drop,
-    markdown_report,
-    missing_tasks,
-    near_chance,
-    overview_table,
     read_loss_curve,
     read_scores,
     read_train_manifest,
-    run_flags,
+)
+from nanogerman.report_flags import FlagSettings, ReportSettings, loss_drop, near_chance, run_flags
+from nanogerman.report_tables import (
+    average,
+    markdown_report,
+    missing_tasks,
+    overview_table,
     run_table,
     select_columns,
 )
