@@ -1,7 +1,7 @@
 """One training job, shared by both backends: the plan, its inputs, MaxText's arguments, the child process, the manifest.
 
 :mod:`nanogerman.training` plans runs from the config and runs the local backend;
-:mod:`nanogerman.tpu` runs the same job on Cloud TPU. Both build the job with
+:mod:`nanogerman.tpu_run` runs the same job on Cloud TPU. Both build the job with
 :func:`prepare_job` (the ``run_name`` hash and MaxText's ``key=value`` arguments), stream
 MaxText's output through a :class:`LineTail`, report a :class:`BackendResult`, and
 :func:`nanogerman.training.train_run` finishes with :func:`build_manifest` (``train.json``).

@@ -5,7 +5,7 @@ built-in defaults (:data:`BUILTIN_DEFAULTS`). :func:`plan_run` resolves it into 
 :class:`RunPlan` (batch geometry checked against the device count); at job time
 :func:`train_run` turns the plan, the tokenizer folder and the dataset manifest into
 MaxText's ``key=value`` arguments (:func:`maxtext_train_args`), runs MaxText through
-a backend (``local``: a subprocess here; ``tpu``: :mod:`nanogerman.tpu`) and writes
+a backend (``local``: a subprocess here; ``tpu``: :mod:`nanogerman.tpu_run`) and writes
 two outputs: the per-step metrics (JSON lines) and ``train.json``, the manifest the
 export stage reads (checkpoint directory and final step).
 
@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from nanogerman import tpu
+from nanogerman import tpu_run
 from nanogerman.atomic import write_json
 from nanogerman.childenv import child_env
 from nanogerman.curves import LogRecorder, log_metrics_path, merge_metrics
@@ -353,7 +353,7 @@ def train_run(
     inputs = RunInputs.load(dataset_manifest, tokenizer_dir, plan.model_path)
     base = checkpoint_base(training, results_dir)
     if plan.backend == "tpu":
-        context, result = tpu.run_training_on_tpu(
+        context, result = tpu_run.run_training_on_tpu(
             plan, inputs, training=training, results_dir=results_dir, base_output_directory=base
         )
     else:
@@ -419,7 +419,7 @@ def smoke_run(
     base = checkpoint_base(training, results_dir)
     run_name = f"smoke-{plan.target}"
     if plan.backend == "tpu":
-        result, records = tpu.run_smoke_on_tpu(
+        result, records = tpu_run.run_smoke_on_tpu(
             plan, training=training, results_dir=results_dir, base_output_directory=base, run_name=run_name, steps=steps
         )
     else:
