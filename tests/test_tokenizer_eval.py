@@ -14,18 +14,20 @@ from hub_stand_in import HubStandIn
 
 from nanogerman.config import ConfigError, validate_config
 from nanogerman.tokenizer_eval import (
-    EvalDataset,
-    HubDataset,
-    TokenizerEvalError,
     TokenizerSource,
     batch_encoders,
     checked_encoder,
     evaluate_texts,
     evaluate_tokenizer,
-    fetch_hub_dataset,
-    hub_split_files,
     load_tokenizer,
     one_at_a_time_encoder,
+)
+from nanogerman.tokenizer_eval_data import (
+    EvalDataset,
+    HubDataset,
+    TokenizerEvalError,
+    fetch_hub_dataset,
+    hub_split_files,
     read_text_batches,
 )
 from nanogerman.tokenizer_eval_summary import format_metric, latex_table, markdown_table, plot_metric, summarize
