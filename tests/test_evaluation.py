@@ -20,13 +20,12 @@ from nanogerman.evaluation import (
     bits_per_byte,
     evaluate_bits_per_byte,
     evaluate_lm_eval,
-    evaluated_models,
     find_task_yaml,
     load_lm,
     rolling_windows,
-    summary_rows,
-    write_summary,
 )
+from nanogerman.evaluation_config import evaluated_models
+from nanogerman.evaluation_summary import summary_rows, write_summary
 from nanogerman.offline_tasks import (
     NextPassageSpec,
     TaskGenerationError,
