@@ -277,7 +277,7 @@ def test_read_text_batches_formats_and_cap(tmp_path):
 @pytest.mark.parametrize(
     "name, content, message",
     [
-        ("x.parquet", None, "no column 'text' (columns: body); set text_field"),
+        ("x.parquet", None, "no 'text' column (columns: body); set text_field"),
         ("x.jsonl", '{"text": "ok"}\n{"body": "no"}\n', "x.jsonl:2: expected a JSON object with the key 'text'"),
         ("x.jsonl", '{"text": 5}\n', "x.jsonl:1: 'text' is a int; expected a string"),
         ("x.jsonl", "{oops\n", "x.jsonl:1: not valid JSON"),

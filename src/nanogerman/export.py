@@ -42,6 +42,7 @@ from nanogerman.errors import first_line
 from nanogerman.export_check import DEFAULT_TOLERANCE, ExportError, check_ids, verify_export
 from nanogerman.export_children import Runner, child_env, run_both, run_command
 from nanogerman.job import format_value
+from nanogerman.manifests import read_tokenizer_stats, read_train_manifest
 from nanogerman.maxtext_values import maxtext_value
 from nanogerman.provenance import package_versions
 from nanogerman.scratch import scratch_dir
@@ -126,17 +127,9 @@ class ExportInputs:
 
 def load_manifest(path: str | Path) -> dict:
     """A training run's ``train.json``, with the keys the export reads."""
-    path = Path(path)
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise ExportError(f"{path}: unreadable training manifest ({first_line(error)}); rerun the training stage") from None
-    missing = [
-        key for key in ("run", "maxtext_args", "checkpoint_uri", "checkpoint_dir", "checkpoint_step") if key not in manifest
-    ]
-    if missing:
-        raise ExportError(f"{path}: the training manifest has no {missing[0]!r}; rerun the training stage")
-    return manifest
+    manifest = read_train_manifest(path, error=ExportError)
+    manifest.require("run", "maxtext_args", "checkpoint_uri", "checkpoint_dir", "checkpoint_step")
+    return manifest.data
 
 
 def split_maxtext_args(args: Sequence[str]) -> tuple[str, dict[str, str]]:
@@ -197,11 +190,7 @@ def load_inputs(manifest_path: str | Path, tokenizer_dir: str | Path, *, step: i
     checkpoint, chosen = checkpoint_items(manifest, step)
     check_checkpoint_exists(run, checkpoint)
     tokenizer_dir = Path(tokenizer_dir)
-    stats_path = tokenizer_dir / "stats.json"
-    try:
-        stats = json.loads(stats_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise ExportError(f"{stats_path}: unreadable tokenizer stats ({first_line(error)}); rerun the tokenizer stage") from None
+    stats = read_tokenizer_stats(tokenizer_dir, error=ExportError).data
     for name in TOKENIZER_FILES:
         if not (tokenizer_dir / name).is_file():
             raise ExportError(f"{tokenizer_dir}: no {name}; rerun the tokenizer stage")

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from nanogerman.errors import StageError
+from nanogerman.manifests import read_dataset_manifest, read_tokenizer_stats
 from nanogerman.maxtext_values import maxtext_arg
 from nanogerman.provenance import file_sha256, git_commit, package_versions
 
@@ -327,19 +328,8 @@ class RunInputs:
     @classmethod
     def load(cls, dataset_manifest: str | Path, tokenizer_dir: str | Path, model_path: str | Path) -> RunInputs:
         manifest_path, tokenizer_path, model = Path(dataset_manifest), Path(tokenizer_dir), Path(model_path)
-        try:
-            dataset = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as error:
-            raise TrainingError(f"{manifest_path}: unreadable dataset manifest ({error}); rerun the dataset stage") from None
-        if not isinstance(dataset.get("maxtext"), dict):
-            raise TrainingError(f"{manifest_path}: no 'maxtext' options in the dataset manifest; rerun the dataset stage")
-        stats_path = tokenizer_path / "stats.json"
-        try:
-            stats = json.loads(stats_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as error:
-            raise TrainingError(f"{stats_path}: unreadable tokenizer stats ({error}); rerun the tokenizer stage") from None
-        if not isinstance(stats.get("vocab_size"), int) or stats["vocab_size"] < 1:
-            raise TrainingError(f"{stats_path}: no vocab_size; rerun the tokenizer stage")
+        dataset = read_dataset_manifest(manifest_path, error=TrainingError).data
+        stats = read_tokenizer_stats(tokenizer_path, error=TrainingError).data
         if not model.is_file():
             raise TrainingError(f"{model}: model file not found (training.defaults.model or the run's model)")
         return cls(

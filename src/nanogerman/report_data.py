@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nanogerman import manifests
 from nanogerman.errors import StageError
 from nanogerman.tables import MISSING
 
@@ -110,10 +111,10 @@ def read_json(path: str | Path, what: str) -> Any:
 
 def read_train_manifest(path: str | Path) -> Run:
     """A run from the training stage's ``train.json`` (keys of ``nanogerman.training.build_manifest``)."""
-    data = read_json(path, "training manifest")
+    data = manifests.read_train_manifest(path, error=ReportError)
     try:
         return Run(
-            name=data["run"],
+            name=data.run,
             tokenizer=data["tokenizer"]["name"],
             learning_rate=float(data["learning_rate"]),
             steps=int(data["steps"]),
@@ -130,8 +131,10 @@ def read_train_manifest(path: str | Path) -> Run:
             versions=dict(data.get("versions") or {}),
             git_commit=data.get("git_commit"),
         )
-    except KeyError as error:
-        raise ReportError(f"{path}: no key {error.args[0]!r}; expected a train.json written by the training stage") from None
+    except KeyError as error:  # a key of the "tokenizer" object
+        raise ReportError(
+            f"{path}: the training manifest's tokenizer has no {error.args[0]!r}; {manifests.rerun_hint(path)}"
+        ) from None
     except (TypeError, ValueError) as error:
         raise ReportError(
             f"{path}: a value has the wrong type ({error}); expected a train.json written by the training stage"

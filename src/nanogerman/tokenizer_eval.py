@@ -23,7 +23,6 @@ Reading the texts and fetching the datasets: :mod:`nanogerman.tokenizer_eval_dat
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -36,6 +35,7 @@ from typing import Any
 
 from nanogerman.atomic import write_json
 from nanogerman.errors import first_line
+from nanogerman.manifests import read_tokenizer_stats
 from nanogerman.provenance import package_versions
 from nanogerman.tokenizer_eval_data import EvalDataset, TokenizerEvalError, read_text_batches
 
@@ -271,7 +271,7 @@ def tiktoken_encoder(folder: str | Path, threads: int | None = None) -> Encoder 
     try:
         with open(pkl, "rb") as handle:
             encoding = pickle.load(handle)
-        stats = json.loads(stats_path.read_text(encoding="utf-8"))
+        stats = read_tokenizer_stats(folder, error=TokenizerEvalError)
         prefix = [int(stats["bos_token_id"])] if stats.get("adds_bos") else []
     except Exception as error:  # an unreadable pickle only costs speed: the Hugging Face export is used instead
         log.warning("%s: cannot use tokenizer.pkl (%s); encoding with the Hugging Face export", folder, first_line(error))

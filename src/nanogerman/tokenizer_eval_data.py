@@ -18,14 +18,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from nanogerman.atomic import atomic_path, write_json
-from nanogerman.errors import StageError, first_line
+from nanogerman.errors import StageError
 from nanogerman.hub import HubTarget, call_hub
 from nanogerman.hub import endpoint as hub_endpoint
-from nanogerman.text_column import is_text_type
+from nanogerman.text_column import TEXT_COLUMN, parquet_text_batches
 
 log = logging.getLogger(__name__)
 
-TEXT_COLUMN = "text"
 TEXT_SUFFIXES = (".parquet", ".jsonl", ".txt")
 # Files of a Hub dataset repo that hold texts, and the split names the Hub recognises in paths.
 HUB_DATA_SUFFIXES = (".parquet", ".jsonl")
@@ -71,23 +70,11 @@ def read_text_batches(
 
 
 def _parquet_batches(path: Path, text_field: str, batch_size: int) -> Iterator[list[str]]:
-    try:
-        parquet = pq.ParquetFile(path)
-    except (pa.ArrowException, OSError) as error:
-        raise TokenizerEvalError(f"{path}: not a readable parquet file ({first_line(error)})") from None
-    schema = parquet.schema_arrow
-    if text_field not in schema.names:
-        raise TokenizerEvalError(
-            f"{path}: no column {text_field!r} (columns: {', '.join(schema.names) or 'none'}); set text_field to the text column"
-        )
-    kind = schema.field(text_field).type
-    if not is_text_type(kind):  # string, large_string, or dictionary-encoded
-        raise TokenizerEvalError(f"{path}: column {text_field!r} has type {kind}; expected string")
-    try:
-        for batch in parquet.iter_batches(columns=[text_field], batch_size=batch_size):
-            yield [text or "" for text in batch.column(0).to_pylist()]
-    except (pa.ArrowException, OSError) as error:
-        raise TokenizerEvalError(f"{path}: not a readable parquet file ({first_line(error)})") from None
+    texts = parquet_text_batches(
+        path, column=text_field, batch_size=batch_size, hint="; set text_field to the text column", error=TokenizerEvalError
+    )
+    for batch in texts:
+        yield [text or "" for text in batch.to_pylist()]
 
 
 def _jsonl_batches(path: Path, text_field: str, batch_size: int) -> Iterator[list[str]]:

@@ -22,7 +22,6 @@ Heavy imports (MaxText, JAX) never happen here: MaxText always runs in a child p
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import re
@@ -55,6 +54,7 @@ from nanogerman.job import (
     smoke_args,
     versions,
 )
+from nanogerman.manifests import read_tokenizer_stats
 from nanogerman.maxtext_values import maxtext_arg
 from nanogerman.metrics import StepRecorder, dedupe_steps, last_match, read_jsonl, summarize_metrics, write_jsonl
 from nanogerman.provenance import PROJECT_ROOT
@@ -540,8 +540,8 @@ def fit_check(
         raise TrainingError(
             f"run {plan.name}: the fit check compiles for a TPU topology; the run uses the {plan.backend} backend"
         )
-    stats = json.loads((Path(tokenizer_dir) / "stats.json").read_text(encoding="utf-8"))
-    vocab = padded_vocab(int(stats["vocab_size"]), int(plan.settings["vocab_multiple"]))
+    stats = read_tokenizer_stats(tokenizer_dir, error=TrainingError)
+    vocab = padded_vocab(stats.vocab_size, int(plan.settings["vocab_multiple"]))
     args = fit_args(plan, model_path=plan.model_path, vocab_size=vocab)
     env = child_env(TPU_SKIP_MDS_QUERY="1", ALLOW_MULTIPLE_LIBTPU_LOAD="true", JAX_PLATFORMS="cpu")
     command = maxtext_command(COMPILE_MODULE, args)
