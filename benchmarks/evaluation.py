@@ -17,7 +17,6 @@ Printed: each part, the ratio, and which part dominates.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -47,13 +46,14 @@ def main() -> None:
     from nanogerman.curves import read_metrics
     from nanogerman.evaluation import EvalSettings, ModelSpec, evaluate_bits_per_byte
     from nanogerman.export import export_run
+    from nanogerman.manifests import read_train_manifest
     from nanogerman.tokenizer_training import iter_texts
 
     results = Path(options.results)
     manifest_path = results / "train" / options.run / "train.json"
     if not manifest_path.is_file():
         sys.exit(f"{manifest_path} not found: run `.venv/bin/snakemake --cores all` first")
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read_train_manifest(manifest_path)
     records = read_metrics(manifest_path.with_name("metrics.jsonl"))
     step_seconds = statistics.median(float(record["perf/step_time_seconds"]) for record in records[2:])
     period = int(next(arg.split("=", 1)[1] for arg in manifest["maxtext_args"] if arg.startswith("checkpoint_period=")))

@@ -36,13 +36,13 @@ sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != HE
 sys.path.insert(0, str(ROOT / "src"))
 
 from nanogerman.tokenizer_eval import (  # noqa: E402
-    EvalDataset,
     TokenizerSource,
     evaluate_texts,
     evaluate_tokenizer,
     one_at_a_time_encoder,
     pooled,
 )
+from nanogerman.tokenizer_eval_data import EvalDataset  # noqa: E402
 from nanogerman.tokenizer_training import TokenizerSpec, train_tokenizer  # noqa: E402
 
 

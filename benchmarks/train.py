@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -30,14 +29,10 @@ from pathlib import Path
 
 import yaml
 
-from nanogerman.training import (
-    TRAIN_MODULE,
-    dedupe_steps,
-    format_value,
-    local_env,
-    parse_step_line,
-    summarize_metrics,
-)
+from nanogerman.manifests import read_train_manifest
+from nanogerman.maxtext_values import format_value
+from nanogerman.metrics import dedupe_steps, parse_step_line, summarize_metrics
+from nanogerman.training import TRAIN_MODULE, local_env
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -166,7 +161,7 @@ def overhead(repeats: int, scratch: Path) -> None:
         started = time.perf_counter()
         subprocess.run([base[0], target, *base[1:]], env=env, check=True, capture_output=True)
         rule_times.append(time.perf_counter() - started)
-        manifest = json.loads((workdir / target).read_text())
+        manifest = read_train_manifest(workdir / target)
         rule_tps.append(manifest["tokens_per_second"])
         args = [
             arg

@@ -5,8 +5,10 @@
 
 from nanogerman.evaluation import (
     EvalSettings as _EvalSettings,
-    evaluated_models as _evaluated_models,
     reference_entry as _reference_entry,
+)
+from nanogerman.evaluation_config import (
+    evaluated_models as _evaluated_models,
     reference_names as _reference_names,
 )
 from nanogerman.suites import configured_tasks as _configured_tasks

@@ -3,7 +3,7 @@
 # LlamaForCausalLM folder results/hf/<run>/, checked by comparing logits with MaxText's
 # (logits_check.json in the folder). export.publish.<run> uploads a folder to a Hub repo.
 
-from nanogerman.evaluation import exported_runs as _exported_runs
+from nanogerman.evaluation_config import exported_runs as _exported_runs
 
 
 def export_runs():

@@ -8,10 +8,8 @@ import sys as _sys
 from pathlib import Path as _Path
 
 from nanogerman.config import ConfigError as _ConfigError
-from nanogerman.report import (
-    ReportSettings as _ReportSettings,
-    tokenizer_plot_names as _tokenizer_plot_names,
-)
+from nanogerman.report_flags import ReportSettings as _ReportSettings
+from nanogerman.report_plots import tokenizer_plot_names as _tokenizer_plot_names
 
 REPORT = f"{RESULTS}/report"
 

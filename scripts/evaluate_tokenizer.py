@@ -6,7 +6,8 @@ import os
 os.environ["RAYON_NUM_THREADS"] = str(snakemake.threads)  # noqa: F821 (injected by Snakemake)
 
 from nanogerman.stage import run_stage  # noqa: E402
-from nanogerman.tokenizer_eval import EvalDataset, TokenizerSource, evaluate_tokenizer  # noqa: E402
+from nanogerman.tokenizer_eval import TokenizerSource, evaluate_tokenizer  # noqa: E402
+from nanogerman.tokenizer_eval_data import EvalDataset  # noqa: E402
 
 
 def main(snakemake):

@@ -1,7 +1,7 @@
 """Snakemake script for rule tokenizer_eval_dataset: fetch the texts of one Hub evaluation dataset."""
 
 from nanogerman.stage import run_stage
-from nanogerman.tokenizer_eval import HubDataset, fetch_hub_dataset
+from nanogerman.tokenizer_eval_data import HubDataset, fetch_hub_dataset
 
 
 def main(snakemake):

@@ -1,7 +1,8 @@
 """Snakemake script for rule results_report: overview, run and tokenizer tables, plots, provenance."""
 
 from nanogerman.provenance import git_commit
-from nanogerman.report import ReportSettings, write_report
+from nanogerman.report import write_report
+from nanogerman.report_flags import ReportSettings
 from nanogerman.stage import run_stage
 
 

@@ -1,6 +1,6 @@
 """Snakemake script for rule export_publish: upload an exported folder to a Hub model repo (HF_TOKEN, HF_ENDPOINT)."""
 
-from nanogerman.export import publish_export
+from nanogerman.export_publish import publish_export
 from nanogerman.stage import run_stage
 
 

@@ -1,6 +1,6 @@
 """Snakemake script for rule eval_summary: every model's scores side by side (results/eval/summary.tsv)."""
 
-from nanogerman.evaluation import summary_rows, write_summary
+from nanogerman.evaluation_summary import summary_rows, write_summary
 from nanogerman.stage import run_stage
 
 

@@ -107,7 +107,7 @@ configfile: "config.yaml"
 RESULTS = "results"
 NEXT_PASSAGE = f"{{RESULTS}}/eval/tasks/next_passage"
 
-from nanogerman.report import ReportSettings
+from nanogerman.report_flags import ReportSettings
 from nanogerman.training import plan_run
 
 REPORT_SETTINGS = ReportSettings.from_config(config)

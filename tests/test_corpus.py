@@ -121,7 +121,7 @@ TEXT_COLUMNS = [
 @pytest.mark.parametrize("label, column", TEXT_COLUMNS, ids=[case[0] for case in TEXT_COLUMNS])
 def test_large_and_dictionary_encoded_text_columns_are_text(tmp_path, label, column):
     from nanogerman.dataset import iter_texts
-    from nanogerman.tokenizer_eval import _parquet_batches
+    from nanogerman.tokenizer_eval_data import _parquet_batches
     from nanogerman.tokenizer_training import TextCounter, text_batches
 
     source_dir = tmp_path / "source"

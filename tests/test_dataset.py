@@ -162,7 +162,9 @@ def test_assembly_refuses_an_incomplete_part_and_leaves_no_folder(tmp_path, samp
     write_part(sample_dir / "shard_00000.parquet", good)
     broken = tmp_path / "parts" / "shard_00004"
     broken.mkdir()
-    with pytest.raises(DatasetError, match="part.json: missing"):
+    with pytest.raises(
+        DatasetError, match=r"part.json: unreadable dataset part manifest \(missing or not valid JSON: no such file\)"
+    ):
         assemble_dataset({"train": [good], "validation": [broken]}, tmp_path / "tfds", tmp_path / "build.json", name=NAME)
     assert not (tmp_path / "tfds" / NAME).exists() or not any((tmp_path / "tfds" / NAME).iterdir())
     assert not (tmp_path / "build.json").exists()

@@ -20,13 +20,12 @@ from nanogerman.evaluation import (
     bits_per_byte,
     evaluate_bits_per_byte,
     evaluate_lm_eval,
-    evaluated_models,
     find_task_yaml,
     load_lm,
     rolling_windows,
-    summary_rows,
-    write_summary,
 )
+from nanogerman.evaluation_config import evaluated_models
+from nanogerman.evaluation_summary import summary_rows, write_summary
 from nanogerman.offline_tasks import (
     NextPassageSpec,
     TaskGenerationError,
@@ -287,7 +286,8 @@ def test_bits_per_byte_starts_near_uniform_and_falls_after_training(tiny, untrai
     assert after["bits_per_byte,none"] < before["bits_per_byte,none"] - 0.2, (before, after)
     assert isinstance(after["bits_per_byte_stderr,none"], float)
     # the report's "worse than uniform" flag: on the untrained export, not on the trained one
-    from nanogerman.report import assemble_models, uniform_flags
+    from nanogerman.report_data import assemble_models
+    from nanogerman.report_tables import uniform_flags
 
     models = assemble_models([], {name: [tmp_path / f"{name}.json"] for name in ("untrained", "trained")})
     flagged = {model.name: uniform_flags(model) for model in models}

@@ -15,17 +15,14 @@ from tiny_model import tiny_model
 
 from nanogerman.config import ConfigError, validate_config
 from nanogerman.export import (
-    ExportError,
-    check_ids,
     checkpoint_items,
-    compare_logits,
     conversion_command,
     export_run,
     fixed_hf_config,
     load_inputs,
     logits_command,
-    verify_export,
 )
+from nanogerman.export_check import ExportError, check_ids, compare_logits, verify_export
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_YML = str(REPO / "config" / "models" / "nano-german-tiny.yml")
@@ -427,7 +424,7 @@ def test_publish_uploads_the_export_to_a_hub_stand_in(tiny, tmp_path, sample_dir
     """Upload through huggingface_hub's own code, then evaluate the uploaded model as a reference model from that Hub."""
     from huggingface_hub import hf_hub_download
 
-    from nanogerman.export import PublishError, publish_export
+    from nanogerman.export_publish import PublishError, publish_export
 
     with UploadingHub.start(tmp_path / "hub") as hub:
         receipt = publish_export(
@@ -486,16 +483,16 @@ def test_an_interrupted_export_stops_both_children(tmp_path):
     import threading
     import time as clock
 
-    from nanogerman import export
+    from nanogerman import export_children
 
     sleeper = [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(60)"]
     interrupted = threading.Event()
 
     def interrupt_soon():
         deadline = clock.monotonic() + 30
-        while clock.monotonic() < deadline and len(export._CHILDREN) < 2:
+        while clock.monotonic() < deadline and len(export_children._CHILDREN) < 2:
             clock.sleep(0.05)
-        children.extend(export._CHILDREN)
+        children.extend(export_children._CHILDREN)
         interrupted.set()
         import _thread
 
@@ -505,10 +502,10 @@ def test_an_interrupted_export_stops_both_children(tmp_path):
     threading.Thread(target=interrupt_soon, daemon=True).start()
     started = clock.monotonic()
     with pytest.raises(KeyboardInterrupt):
-        export.run_both((sleeper, dict(os.environ)), (sleeper, dict(os.environ)))
+        export_children.run_both((sleeper, dict(os.environ)), (sleeper, dict(os.environ)))
     assert interrupted.is_set() and len(children) == 2 and clock.monotonic() - started < 30
     assert all(child.poll() is not None for child in children)  # stopped, not orphaned
     deadline = clock.monotonic() + 10
-    while export._CHILDREN and clock.monotonic() < deadline:  # the reader threads see the pipes close
+    while export_children._CHILDREN and clock.monotonic() < deadline:  # the reader threads see the pipes close
         clock.sleep(0.05)
-    assert not export._CHILDREN
+    assert not export_children._CHILDREN

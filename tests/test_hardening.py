@@ -18,7 +18,7 @@ from nanogerman import training
 from nanogerman.atomic import atomic_path, sweep_leftovers
 from nanogerman.childenv import child_env
 from nanogerman.config import ConfigError, validate_config
-from nanogerman.export import child_env as export_env
+from nanogerman.export_children import child_env as export_env
 from nanogerman.maxtext_values import MaxTextValueError, maxtext_arg, parsed_back
 from nanogerman.resume import prune_unrecorded_checkpoints, recorded_through
 from nanogerman.scratch import scratch_dir, sweep_stale_scratch

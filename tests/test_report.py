@@ -23,23 +23,21 @@ import yaml
 from conftest import REPO, VENV_BIN, default_config
 
 from nanogerman.config import ConfigError, validate_config
-from nanogerman.report import (
-    FlagSettings,
+from nanogerman.report_data import (
     ReportError,
-    ReportSettings,
     Run,
     Score,
     assemble_models,
-    average,
-    loss_drop,
-    markdown_report,
-    missing_tasks,
-    near_chance,
-    overview_table,
     read_loss_curve,
     read_scores,
     read_train_manifest,
-    run_flags,
+)
+from nanogerman.report_flags import FlagSettings, ReportSettings, loss_drop, near_chance, run_flags
+from nanogerman.report_tables import (
+    average,
+    markdown_report,
+    missing_tasks,
+    overview_table,
     run_table,
     select_columns,
 )
@@ -146,7 +144,7 @@ def test_a_train_json_without_a_key_names_it(tmp_path):
     del data["tokens_seen"]
     (tmp_path / "train.json").write_text(json.dumps(data))
     with pytest.raises(
-        ReportError, match=r"train.json: no key 'tokens_seen'; expected a train.json written by the training stage"
+        ReportError, match=r"train.json: the training manifest has no 'tokens_seen'; rerun the job that writes it"
     ):
         read_train_manifest(tmp_path / "train.json")
     with pytest.raises(ReportError, match="metrics.jsonl: training metrics not found"):
@@ -528,7 +526,7 @@ def test_broken_input_fails_the_rule_with_one_line(tmp_path):
     standalone(tmp_path, run_names=RUNS, tokenizers=[], evaluations={}, report=validate_config(default_config())["report"])
     failed = snakemake(tmp_path)
     assert failed.returncode != 0
-    assert "results/train/seed_lr/train.json: no key 'run'; expected a train.json written by the training stage" in failed.stderr
+    assert "results/train/seed_lr/train.json: the training manifest has no 'run'; rerun the job that writes it" in failed.stderr
     assert "Traceback" not in (results / "logs" / "report.log").read_text()
     assert not (results / "report" / "overview.md").exists()
 

@@ -90,7 +90,9 @@ def _results_file(path, task, scores, *, with_items=True):
 
 
 def _overview(tmp_path, scores: dict, *, with_items=True):
-    from nanogerman.report import FlagSettings, ReportSettings, assemble_models, overview_table, select_columns
+    from nanogerman.report_data import assemble_models
+    from nanogerman.report_flags import FlagSettings, ReportSettings
+    from nanogerman.report_tables import overview_table, select_columns
     from nanogerman.significance import column_leads, lead_notes
 
     tmp_path.mkdir(parents=True, exist_ok=True)
@@ -130,7 +132,7 @@ def test_rows_without_items_are_compared_unpaired_and_labelled(tmp_path):
 
 
 def test_best_lead_needs_two_scores_and_data_to_test():
-    from nanogerman.report import Score
+    from nanogerman.report_data import Score
     from nanogerman.significance import best_lead, lead_notes
 
     rng = np.random.default_rng(6)

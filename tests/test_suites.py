@@ -175,7 +175,9 @@ def test_arc_de_deletes_bracketed_text_and_arc_de_fixed_keeps_it(tmp_path):
 
 def test_the_report_takes_chance_levels_from_the_tasks_and_footnotes_arc_de(tmp_path):
     from nanogerman.contamination import contamination_section
-    from nanogerman.report import ReportSettings, Score, select_columns
+    from nanogerman.report_data import Score
+    from nanogerman.report_flags import ReportSettings
+    from nanogerman.report_tables import select_columns
     from nanogerman.suites import recorded_chances, task_notes
 
     results = tmp_path / "lm_eval.json"

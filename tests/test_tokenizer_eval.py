@@ -14,18 +14,20 @@ from hub_stand_in import HubStandIn
 
 from nanogerman.config import ConfigError, validate_config
 from nanogerman.tokenizer_eval import (
-    EvalDataset,
-    HubDataset,
-    TokenizerEvalError,
     TokenizerSource,
     batch_encoders,
     checked_encoder,
     evaluate_texts,
     evaluate_tokenizer,
-    fetch_hub_dataset,
-    hub_split_files,
     load_tokenizer,
     one_at_a_time_encoder,
+)
+from nanogerman.tokenizer_eval_data import (
+    EvalDataset,
+    HubDataset,
+    TokenizerEvalError,
+    fetch_hub_dataset,
+    hub_split_files,
     read_text_batches,
 )
 from nanogerman.tokenizer_eval_summary import format_metric, latex_table, markdown_table, plot_metric, summarize
@@ -275,7 +277,7 @@ def test_read_text_batches_formats_and_cap(tmp_path):
 @pytest.mark.parametrize(
     "name, content, message",
     [
-        ("x.parquet", None, "no column 'text' (columns: body); set text_field"),
+        ("x.parquet", None, "no 'text' column (columns: body); set text_field"),
         ("x.jsonl", '{"text": "ok"}\n{"body": "no"}\n', "x.jsonl:2: expected a JSON object with the key 'text'"),
         ("x.jsonl", '{"text": 5}\n', "x.jsonl:1: 'text' is a int; expected a string"),
         ("x.jsonl", "{oops\n", "x.jsonl:1: not valid JSON"),

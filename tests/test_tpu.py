@@ -30,10 +30,10 @@ import pytest
 import yaml
 from conftest import REPO, SAMPLE_DIR, stub_run_inputs
 
-from nanogerman import tpu, tpu_worker
+from nanogerman import tpu_env, tpu_gcloud, tpu_worker
 from nanogerman.config import ConfigError, validate_config
 from nanogerman.job import RunInputs, prepare_job
-from nanogerman.tpu_records import controller_lock, run_verdict
+from nanogerman.tpu_records import TpuError, controller_lock, run_verdict
 from nanogerman.training import TrainingError, checkpoint_base, committed_steps, plan_run, train_run
 
 pytestmark = pytest.mark.tpu
@@ -512,7 +512,7 @@ def test_creation_failure_is_one_line_and_nothing_is_retried(emulated, tiny_inpu
         },
     )
     job = emulated.job(tpu_config(steps=2, checkpoint_period=2), tiny_inputs)
-    with pytest.raises(tpu.TpuError) as caught:
+    with pytest.raises(TpuError) as caught:
         run_job(job)
     message = str(caught.value)
     assert "\n" not in message and "INVALID_ARGUMENT" in message
@@ -534,7 +534,7 @@ def test_quota_error_on_create_names_the_slice_and_zone(emulated, tiny_inputs):
             ]
         },
     )
-    with pytest.raises(tpu.QuotaError) as caught:
+    with pytest.raises(tpu_gcloud.QuotaError) as caught:
         run_job(emulated.job(tpu_config(steps=2, checkpoint_period=2), tiny_inputs))
     message = str(caught.value)
     assert "\n" not in message and "request quota or choose another zone" in message
@@ -546,7 +546,7 @@ def test_quota_failure_while_queued_is_not_retried(emulated, tiny_inputs):
     gcloud_emulator.configure(
         emulated.state, provisioning=["WAITING_FOR_RESOURCES"], final="FAILED", failed="Quota limit 'TPUV6E' exceeded for project"
     )
-    with pytest.raises(tpu.QuotaError, match="Quota limit 'TPUV6E' exceeded"):
+    with pytest.raises(tpu_gcloud.QuotaError, match="Quota limit 'TPUV6E' exceeded"):
         run_job(emulated.job(tpu_config(steps=2, checkpoint_period=2), tiny_inputs))
     assert emulated.calls() == [DESCRIBE, CREATE, DESCRIBE, DESCRIBE, DELETE, DELETE]
 
@@ -565,7 +565,7 @@ def test_an_unreadable_status_record_is_one_line_naming_it(emulated, tiny_inputs
     record = run_dir(job) / "status" / "0.json"
     record.parent.mkdir(parents=True)
     record.write_text('{"state": "running", "step": 1')  # torn
-    with pytest.raises(tpu.TpuError) as caught:
+    with pytest.raises(TpuError) as caught:
         run_job(job)
     assert str(caught.value) == (
         f"{record}: unreadable status record (Expecting ',' delimiter); delete it and rerun the job (the workers rewrite it)"
@@ -576,7 +576,7 @@ def test_an_unreadable_status_record_is_one_line_naming_it(emulated, tiny_inputs
 def test_a_second_controller_of_the_same_run_says_who_holds_it(emulated, tiny_inputs):
     job = emulated.job(tpu_config(steps=2, checkpoint_period=2), tiny_inputs)
     with controller_lock(str(run_dir(job)), "demo"):
-        with pytest.raises(tpu.TpuError) as caught:
+        with pytest.raises(TpuError) as caught:
             run_job(job)
     message = str(caught.value)
     assert message.startswith(f"run demo ({run_dir(job)}) is already watched by pid {os.getpid()} on ")
@@ -586,8 +586,8 @@ def test_a_second_controller_of_the_same_run_says_who_holds_it(emulated, tiny_in
 
 def test_the_stop_command_stops_a_detached_run_and_deletes_the_slice(emulated):
     """`python -m nanogerman.tpu stop …` (the README's command) on a worker running a stand-in training that never ends."""
-    target = tpu.TpuTarget(QR, PROJECT, ZONE, ACCELERATOR, RUNTIME)
-    resource = tpu.QueuedResource(
+    target = tpu_gcloud.TpuTarget(QR, PROJECT, ZONE, ACCELERATOR, RUNTIME)
+    resource = tpu_gcloud.QueuedResource(
         target, {"wait_timeout_minutes": 1, "max_restarts": 0, "poll_seconds": 0}, on_line=lambda line: None
     )
     resource.ensure_active()
@@ -662,7 +662,7 @@ def test_no_token_reaches_a_gcloud_argument_or_a_remote_command(killed_controlle
 
 def test_decisions():
     assert [
-        tpu.provisioning_action(state)
+        tpu_gcloud.provisioning_action(state)
         for state in (
             None,
             "ACCEPTED",
@@ -675,15 +675,15 @@ def test_decisions():
             "DELETING",
         )
     ] == ["create", "wait", "wait", "wait", "ready", "recreate", "recreate", "recreate", "wait"]
-    assert tpu.outcome_action(0, "ACTIVE") == "done"
-    assert tpu.outcome_action(1, "ACTIVE") == "failed"
-    assert tpu.outcome_action(255, "ACTIVE") == "dropped"
-    assert tpu.outcome_action(1, "SUSPENDED") == "preempted"
-    assert tpu.outcome_action(137, None) == "preempted"
+    assert tpu_gcloud.outcome_action(0, "ACTIVE") == "done"
+    assert tpu_gcloud.outcome_action(1, "ACTIVE") == "failed"
+    assert tpu_gcloud.outcome_action(255, "ACTIVE") == "dropped"
+    assert tpu_gcloud.outcome_action(1, "SUSPENDED") == "preempted"
+    assert tpu_gcloud.outcome_action(137, None) == "preempted"
 
 
 def test_argument_lists_quote_nothing_and_choose_the_provisioning_flag():
-    target = tpu.TpuTarget.from_settings(
+    target = tpu_gcloud.TpuTarget.from_settings(
         {
             "project": "p",
             "zone": "us-central2-b",
@@ -694,10 +694,10 @@ def test_argument_lists_quote_nothing_and_choose_the_provisioning_flag():
         }
     )
     assert target.name == "nanogerman-v4-32-us-central2-b"
-    assert tpu.create_args(target)[-4:] == ["--accelerator-type", "v4-32", "--runtime-version", "v2-alpha-tpuv4-pod"]
-    reserved = tpu.TpuTarget(**{**target.__dict__, "provisioning": "reserved"})
-    assert tpu.create_args(reserved)[-1] == "--reserved"
-    command = tpu.launch_command("gs://b/r x", "0001", 60, ["m.yml", "x=a b", "y=$(rm -rf ~)"], env={"A": "1 2"})
+    assert tpu_gcloud.create_args(target)[-4:] == ["--accelerator-type", "v4-32", "--runtime-version", "v2-alpha-tpuv4-pod"]
+    reserved = tpu_gcloud.TpuTarget(**{**target.__dict__, "provisioning": "reserved"})
+    assert tpu_gcloud.create_args(reserved)[-1] == "--reserved"
+    command = tpu_gcloud.launch_command("gs://b/r x", "0001", 60, ["m.yml", "x=a b", "y=$(rm -rf ~)"], env={"A": "1 2"})
     assert shlex.split(command) == [
         "cd",
         "nanogerman",
@@ -733,7 +733,7 @@ def test_a_tpu_run_needs_a_published_dataset():
 
 def test_worker_requirements_are_the_lock_file_pins():
     lock, runtime_text = (REPO / "requirements.lock").read_text(), (REPO / "envs" / "maxtext-runtime.txt").read_text()
-    generated = tpu.tpu_requirements(lock, runtime_text)
+    generated = tpu_env.tpu_requirements(lock, runtime_text)
     assert (REPO / "envs" / "tpu-requirements.txt").read_text() == generated, (
         "envs/tpu-requirements.txt is stale: .venv/bin/python -m nanogerman.tpu > envs/tpu-requirements.txt"
     )

@@ -24,6 +24,7 @@ from pathlib import Path
 from nanogerman.atomic import atomic_path, write_json
 from nanogerman.config import ConfigError
 from nanogerman.curves import no_improvement
+from nanogerman.manifests import TrainManifest, read_train_manifest
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +223,9 @@ def result_rows(run: str, step: int, tokens: int, results: dict, source: str, ch
     return rows
 
 
-def curve_rows(run: str, points: Sequence[str | Path], final: Sequence[str | Path], manifest: dict, chance: dict) -> list[dict]:
+def curve_rows(
+    run: str, points: Sequence[str | Path], final: Sequence[str | Path], manifest: TrainManifest, chance: dict
+) -> list[dict]:
     """One row per (run, step, metric): the intermediate checkpoints' files and the final evaluation's files."""
     rows = []
     for path in points:
@@ -301,8 +304,7 @@ def write_run_curves(
     csv_out: str | Path,
     plot_out: str | Path,
 ) -> list[dict]:
-    data = json.loads(Path(manifest).read_text(encoding="utf-8"))
-    rows = curve_rows(run, points, final, data, chance)
+    rows = curve_rows(run, points, final, read_train_manifest(manifest), chance)
     write_csv(rows, csv_out)
     plot_out = Path(plot_out)
     plot_curves(run, rows, plot_out.parent, plot_out.stem)

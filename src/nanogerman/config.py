@@ -24,7 +24,7 @@ import jsonschema
 import yaml
 
 from nanogerman.bounds import BoundsError, check_bounds
-from nanogerman.evaluation import check_export_evaluation
+from nanogerman.evaluation_config import check_export_evaluation
 from nanogerman.preemption import resolve_dataset_format
 from nanogerman.selection import (  # noqa: F401 (re-exported: the Snakefile and scripts select through config)
     ConfigError,

@@ -30,13 +30,13 @@ import numpy as np
 
 from nanogerman.atomic import atomic_path, write_json
 from nanogerman.errors import StageError
+from nanogerman.text_column import TEXT_COLUMN, parquet_text_batches
 
 log = logging.getLogger(__name__)
 
 DEFAULT_N = 13
 _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # odd: the n-gram polynomial's base (mod 2^64)
 _BYTE_BASE = np.uint64(0x100000001B3)  # odd: the byte polynomial's base (FNV's prime)
-TEXT_COLUMN = "text"
 
 
 class ContaminationError(StageError):
@@ -135,13 +135,11 @@ def text_ngrams(texts: Iterable[str | None], n: int = DEFAULT_N, *, owners: bool
 
 def shard_ngrams(parquet_files: Sequence[str | Path], out: str | Path, *, n: int = DEFAULT_N, batch_rows: int = 2048) -> dict:
     """Write the distinct n-gram hashes of the shards' ``text`` column to ``out`` (a sorted ``.npy``); return counts."""
-    import pyarrow.parquet as pq
-
     parts = []
     documents = size = 0
     for path in parquet_files:
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=[TEXT_COLUMN]):
-            texts = batch.column(0).to_pylist()
+        for batch in parquet_text_batches(path, column=TEXT_COLUMN, batch_size=batch_rows, error=ContaminationError):
+            texts = batch.to_pylist()
             documents += len(texts)
             size += sum(len(text.encode("utf-8")) for text in texts if text)
             grams, _ = text_ngrams(texts, n, owners=False)

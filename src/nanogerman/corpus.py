@@ -17,19 +17,17 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from nanogerman.atomic import atomic_path, write_json
 from nanogerman.errors import StageError, first_line
 from nanogerman.gcs import gcs_filesystem, split_gcs_uri
 from nanogerman.hub import HubTarget, call_hub
 from nanogerman.hub import endpoint as hub_endpoint
+from nanogerman.manifests import read_json_object
 from nanogerman.provenance import file_sha256
-from nanogerman.text_column import blank_count, is_text_type, plain_texts
+from nanogerman.text_column import TEXT_COLUMN, blank_count, parquet_text_batches
 
 log = logging.getLogger(__name__)
-
-TEXT_COLUMN = "text"
 
 
 class ShardError(StageError):
@@ -143,22 +141,9 @@ def check_shard(path: str | Path, label: str | None = None) -> ShardStats:
     size = path.stat().st_size
     if size == 0:
         raise ShardError(f"{label}: the file is empty (0 bytes)")
-    try:
-        parquet = pq.ParquetFile(path)
-    except (pa.ArrowException, OSError) as error:
-        raise ShardError(f"{label}: not a readable parquet file ({first_line(error)})") from None
-    schema = parquet.schema_arrow
-    if TEXT_COLUMN not in schema.names:
-        raise ShardError(f"{label}: no '{TEXT_COLUMN}' column (columns: {', '.join(schema.names) or 'none'})")
-    column_type = schema.field(TEXT_COLUMN).type
-    if not is_text_type(column_type):
-        raise ShardError(
-            f"{label}: column '{TEXT_COLUMN}' has type {column_type}; expected string (large or dictionary-encoded too)"
-        )
     rows = characters = text_bytes = empty = blank = 0
     try:
-        for batch in parquet.iter_batches(columns=[TEXT_COLUMN], batch_size=4096):
-            texts = plain_texts(batch.column(0))
+        for texts in parquet_text_batches(path, column=TEXT_COLUMN, batch_size=4096, label=label, error=ShardError):
             if texts.null_count:
                 first_null = rows + pc.index(pc.is_null(texts), True).as_py()
                 raise ShardError(
@@ -251,11 +236,9 @@ _FETCHERS = {"local": _fetch_local, "hub": _fetch_hub, "gcs": _fetch_gcs}
 
 def summarize_corpus(manifest_paths: list[str], shard_sets: dict[str, list[int]], summary_path: str | Path) -> dict:
     """Write totals (shards, rows, characters, bytes) per shard set, plus every shard's manifest."""
-    import json
-
     manifests = {}
     for path in manifest_paths:
-        manifest = json.loads(Path(path).read_text(encoding="utf-8"))
+        manifest = read_json_object(path, "corpus shard manifest", error=ShardError)
         manifests[manifest["index"]] = manifest
     totals = {}
     for name, indices in shard_sets.items():

@@ -37,7 +37,6 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -50,6 +49,8 @@ import pyarrow.parquet as pq
 
 from nanogerman.atomic import atomic_path, write_json
 from nanogerman.errors import StageError, first_line
+from nanogerman.manifests import read_json_object
+from nanogerman.text_column import parquet_text_batches
 
 log = logging.getLogger(__name__)
 
@@ -153,14 +154,7 @@ def check_format(file_format: str) -> None:
 def iter_texts(parquet_path: str | Path, batch_size: int = 1024) -> Iterator[str]:
     """The ``text`` column of a corpus shard, row by row, one record batch in memory at a time."""
     path = Path(parquet_path)
-    try:
-        parquet = pq.ParquetFile(path)
-    except (pa.ArrowException, OSError) as error:
-        raise DatasetError(f"{path}: not a readable parquet file ({first_line(error)})") from None
-    if TEXT not in parquet.schema_arrow.names:
-        raise DatasetError(f"{path}: no '{TEXT}' column (columns: {', '.join(parquet.schema_arrow.names) or 'none'})")
-    for batch in parquet.iter_batches(columns=[TEXT], batch_size=batch_size):
-        texts = batch.column(0)
+    for texts in parquet_text_batches(path, column=TEXT, batch_size=batch_size, error=DatasetError):
         if texts.null_count:
             raise DatasetError(
                 f"{path}: column '{TEXT}' has {texts.null_count} null values; the corpus stage should have refused it"
@@ -271,9 +265,7 @@ def file_checksums(path: str | Path, chunk_bytes: int = 1 << 20) -> dict:
 
 def read_part_manifest(part_dir: str | Path, file_format: str) -> dict:
     path = Path(part_dir) / PART_MANIFEST
-    if not path.is_file():
-        raise DatasetError(f"{path}: missing; the part was not built completely (rerun its dataset_part job)")
-    manifest = json.loads(path.read_text(encoding="utf-8"))
+    manifest = read_json_object(path, "dataset part manifest", error=DatasetError)
     if manifest.get("format") != file_format:
         raise DatasetError(
             f"{path}: part was written as {manifest.get('format')!r}, but dataset.format is {file_format!r}; rebuild the part"

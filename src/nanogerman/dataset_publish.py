@@ -26,7 +26,6 @@ after this returns, so the training stage never points at an unfinished upload.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -37,6 +36,7 @@ from nanogerman.atomic import write_json
 from nanogerman.dataset import METADATA_FILES, DatasetError, manifest_for
 from nanogerman.errors import first_line
 from nanogerman.gcs import gcs_filesystem, is_gcs_uri, split_gcs_uri
+from nanogerman.manifests import read_dataset_manifest
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ def _published_manifest(build: dict, uri: str, final_prefix: str) -> dict:
 
 def finish_dataset(build_path: str | Path, manifest_path: str | Path, publish_to: str | None) -> dict:
     """Write the manifest the training stage reads: the build manifest, or the published one for ``publish_to``."""
-    build = json.loads(Path(build_path).read_text(encoding="utf-8"))
+    build = read_dataset_manifest(build_path, error=DatasetError).data
     manifest = publish_dataset(build, publish_to) if publish_to else build
     write_json(manifest_path, manifest)
     return manifest

@@ -12,14 +12,14 @@ One job per training run (:func:`export_run`):
    tokenizer (the converter keeps Llama-3.1's 128000/128001), plain RoPE with the run's
    theta, the trained context length; the tokenizer files are the tokenizer stage's own;
    ``generation_config.json`` is written.
-3. The logits check (:func:`verify_export`): MaxText's logits (child process
+3. The logits check (:func:`nanogerman.export_check.verify_export`): MaxText's logits (child process
    :mod:`nanogerman.maxtext_logits`, run beside the conversion) and transformers'
    logits for the same token ids must agree to ``tolerance`` (max absolute difference,
    float32). The figures go to ``logits_check.json`` in the folder; a mismatch fails
    the job and nothing is left behind (the folder is renamed into place only after
-   the check).
+   the check). The two children run side by side (:mod:`nanogerman.export_children`).
 
-:func:`publish_export` uploads a finished folder to a Hub model repo (off by default).
+:func:`nanogerman.export_publish.publish_export` uploads a finished folder to a Hub model repo (off by default).
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import logging
 import os
 import shutil
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,9 +38,11 @@ from typing import Any
 import yaml
 
 from nanogerman.atomic import atomic_path, write_json
-from nanogerman.errors import StageError, first_line
-from nanogerman.job import format_value
-from nanogerman.maxtext_values import maxtext_value
+from nanogerman.errors import first_line
+from nanogerman.export_check import DEFAULT_TOLERANCE, ExportError, check_ids, verify_export
+from nanogerman.export_children import Runner, child_env, run_both, run_command
+from nanogerman.manifests import read_tokenizer_stats, read_train_manifest
+from nanogerman.maxtext_values import format_value, maxtext_value
 from nanogerman.provenance import package_versions
 from nanogerman.scratch import scratch_dir
 
@@ -50,17 +51,9 @@ log = logging.getLogger(__name__)
 CONVERT_MODULE = "maxtext.checkpoint_conversion.to_huggingface"
 LOGITS_MODULE = "nanogerman.maxtext_logits"
 CONVERTER_MODEL_NAME = "llama3.1-8b"  # the MaxText name whose Llama weight mapping the converter applies
-DEFAULT_TOLERANCE = 1e-3
 DEFAULT_CHECK_LENGTH = 64
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 VERSIONED_PACKAGES = ("maxtext", "jax", "orbax-checkpoint", "transformers", "torch", "safetensors")
-# German text for the check's token ids (plus one row of seeded random ids over the whole vocabulary).
-CHECK_TEXTS = (
-    "Die Stadt liegt am Ufer eines breiten Flusses. Im Sommer fahren Ausflugsschiffe bis zur alten Brücke, "
-    "und am Abend sitzen die Leute auf den Treppen am Wasser.",
-    "Sehr geehrte Damen und Herren, hiermit bestätigen wir den Eingang Ihres Antrags vom 3. März. "
-    "Über das Ergebnis der Prüfung informieren wir Sie schriftlich, spätestens in vier Wochen.",
-)
 # Training-run arguments that do not describe the model: dropped before the converter and the check.
 NOT_MODEL_KEYS = frozenset(
     {
@@ -105,11 +98,6 @@ NOT_MODEL_KEYS = frozenset(
 )
 NOT_MODEL_PREFIXES = ("dataset_", "hf_", "grain_", "tfds_", "eval_", "tokenizer_", "ici_", "dcn_", "profiler")
 
-
-class ExportError(StageError):
-    """A run cannot be exported, or its export fails the logits check."""
-
-
 # --- inputs -----------------------------------------------------------------------------------
 
 
@@ -138,17 +126,9 @@ class ExportInputs:
 
 def load_manifest(path: str | Path) -> dict:
     """A training run's ``train.json``, with the keys the export reads."""
-    path = Path(path)
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise ExportError(f"{path}: unreadable training manifest ({first_line(error)}); rerun the training stage") from None
-    missing = [
-        key for key in ("run", "maxtext_args", "checkpoint_uri", "checkpoint_dir", "checkpoint_step") if key not in manifest
-    ]
-    if missing:
-        raise ExportError(f"{path}: the training manifest has no {missing[0]!r}; rerun the training stage")
-    return manifest
+    manifest = read_train_manifest(path, error=ExportError)
+    manifest.require("run", "maxtext_args", "checkpoint_uri", "checkpoint_dir", "checkpoint_step")
+    return manifest.data
 
 
 def split_maxtext_args(args: Sequence[str]) -> tuple[str, dict[str, str]]:
@@ -209,11 +189,7 @@ def load_inputs(manifest_path: str | Path, tokenizer_dir: str | Path, *, step: i
     checkpoint, chosen = checkpoint_items(manifest, step)
     check_checkpoint_exists(run, checkpoint)
     tokenizer_dir = Path(tokenizer_dir)
-    stats_path = tokenizer_dir / "stats.json"
-    try:
-        stats = json.loads(stats_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise ExportError(f"{stats_path}: unreadable tokenizer stats ({first_line(error)}); rerun the tokenizer stage") from None
+    stats = read_tokenizer_stats(tokenizer_dir, error=ExportError).data
     for name in TOKENIZER_FILES:
         if not (tokenizer_dir / name).is_file():
             raise ExportError(f"{tokenizer_dir}: no {name}; rerun the tokenizer stage")
@@ -311,87 +287,6 @@ def logits_command(
     ]
 
 
-def child_env(base: dict | None = None) -> dict:
-    """CPU JAX, no Hub access (everything the children read is local), an allow-listed environment (no tokens)."""
-    from nanogerman.childenv import child_env as allow_listed
-
-    env = allow_listed(base)
-    env["JAX_PLATFORMS"] = "cpu"
-    env["HF_HUB_OFFLINE"] = "1"
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-    return env
-
-
-# --- the check ------------------------------------------------------------------------------
-
-
-def check_ids(tokenizer_dir: str | Path, vocab_size: int, length: int, *, seed: int = 0):
-    """Token ids for the check: the German check texts (BOS first, as in training) and one random row."""
-    import numpy as np
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(Path(tokenizer_dir) / "tokenizer.json"))
-    rows = []
-    for text in CHECK_TEXTS:
-        ids = tokenizer.encode(text).ids
-        while len(ids) < length:
-            ids = ids + tokenizer.encode(text).ids
-        rows.append(ids[:length])
-    rows.append(np.random.default_rng(seed).integers(0, vocab_size, size=length).tolist())
-    return np.asarray(rows, dtype=np.int32)
-
-
-def hf_logits(folder: str | Path, ids):
-    """transformers' logits (float32, CPU) for ``ids`` from the exported folder."""
-    import numpy as np
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
-    model.eval()
-    with torch.no_grad():
-        logits = model(torch.as_tensor(np.asarray(ids), dtype=torch.long)).logits
-    return logits.float().numpy()
-
-
-def compare_logits(reference, candidate) -> dict:
-    """max and mean |difference|, and how often the two agree on the most likely next token."""
-    import numpy as np
-
-    reference, candidate = np.asarray(reference, dtype=np.float32), np.asarray(candidate, dtype=np.float32)
-    if reference.shape != candidate.shape:
-        return {
-            "shape_maxtext": list(reference.shape),
-            "shape_transformers": list(candidate.shape),
-            "max_abs_diff": float("inf"),
-            "mean_abs_diff": float("inf"),
-            "argmax_agreement": 0.0,
-        }
-    difference = np.abs(reference - candidate)
-    finite = bool(np.isfinite(difference).all())
-    return {
-        "shape": list(reference.shape),
-        "max_abs_diff": float(difference.max()) if finite else float("inf"),
-        "mean_abs_diff": float(difference.mean()) if finite else float("inf"),
-        "max_abs_logit": float(np.abs(reference).max()),
-        "argmax_agreement": float((reference.argmax(-1) == candidate.argmax(-1)).mean()),
-    }
-
-
-def verify_export(folder: str | Path, maxtext_logits, ids, *, tolerance: float = DEFAULT_TOLERANCE, run: str = "?") -> dict:
-    """Compare transformers' logits for ``ids`` with MaxText's; raise :class:`ExportError` beyond ``tolerance``."""
-    figures = compare_logits(maxtext_logits, hf_logits(folder, ids))
-    figures["tolerance"] = tolerance
-    figures["passed"] = bool(figures["max_abs_diff"] < tolerance)
-    if not figures["passed"]:
-        shape = "" if "shape" in figures else f" (logits shapes {figures['shape_maxtext']} vs {figures['shape_transformers']})"
-        raise ExportError(
-            f"run {run}: the export fails the logits check: max |logit difference| between MaxText and transformers is "
-            f"{figures['max_abs_diff']:.3g} (tolerance {tolerance:g}){shape}; the weight mapping does not fit this model"
-        )
-    return figures
-
-
 # --- writing the folder ------------------------------------------------------------------------
 
 
@@ -450,78 +345,6 @@ def _write(path: Path, data: dict) -> None:
 
 
 # --- the job -----------------------------------------------------------------------------------
-
-
-Runner = Callable[[list[str], dict], tuple[int, str]]
-
-
-_CHILDREN: set = set()  # running children of run_command, stopped if the job is interrupted
-_CHILDREN_LOCK = threading.Lock()
-
-
-def run_command(command: list[str], env: dict) -> tuple[int, str]:
-    """Run a child (no shell) with its output in the job's log; (exit code, its most telling line)."""
-    import subprocess
-
-    from nanogerman.job import LineTail
-
-    tail = LineTail()
-    log.info("running: %s", " ".join(command))
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", env=env, bufsize=1
-    )
-    with _CHILDREN_LOCK:
-        _CHILDREN.add(process)
-    try:
-        for line in process.stdout:
-            tail(line.rstrip("\n"))
-        return process.wait(), tail.error_summary()
-    finally:
-        with _CHILDREN_LOCK:
-            _CHILDREN.discard(process)
-
-
-def stop_children(timeout: float = 20) -> None:
-    """Terminate (then kill) the children of :func:`run_command` still running."""
-    with _CHILDREN_LOCK:
-        running = list(_CHILDREN)
-    for process in running:
-        process.terminate()
-    for process in running:
-        try:
-            process.wait(timeout=timeout)
-        except Exception:  # noqa: BLE001 (subprocess.TimeoutExpired)
-            process.kill()
-
-
-def run_both(first: tuple[list[str], dict], second: tuple[list[str], dict], runner: Runner = run_command):
-    """Run two children side by side (each spends most of its time importing and compiling).
-
-    If this thread is interrupted (Ctrl-C, or Snakemake's SIGTERM turned into KeyboardInterrupt),
-    both children are stopped.
-    """
-    results: list = [None, None]
-
-    def target(index: int, command: list[str], env: dict) -> None:
-        try:
-            results[index] = runner(command, env)
-        except BaseException as error:  # re-raised in the caller's thread
-            results[index] = error
-
-    threads = [threading.Thread(target=target, args=(index, *job), daemon=True) for index, job in enumerate((first, second))]
-    try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            while thread.is_alive():
-                thread.join(timeout=0.5)  # a short wait, so a signal's exception arrives promptly
-    except BaseException:
-        stop_children()
-        raise
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
-    return results[0], results[1]
 
 
 def export_run(
@@ -596,59 +419,6 @@ def export_run(
         tolerance,
     )
     return report
-
-
-# --- publishing ---------------------------------------------------------------------------------
-
-
-class PublishError(StageError):
-    """The upload to the Hub failed."""
-
-
-def publish_export(
-    folder: str | Path,
-    repo_id: str,
-    out: str | Path,
-    *,
-    private: bool = True,
-    endpoint: str | None = None,
-    token: str | None = None,
-) -> dict:
-    """Upload an exported folder to the Hub model repo ``repo_id`` (created if needed) in one commit; write a receipt.
-
-    ``huggingface_hub``'s own upload (``create_repo``, ``create_commit``): the Hub decides per
-    file whether it goes as a regular or a large (LFS/Xet) file. Uses ``HF_TOKEN`` and
-    ``HF_ENDPOINT`` unless ``token``/``endpoint`` are given.
-    """
-    from huggingface_hub import CommitOperationAdd, HfApi
-    from huggingface_hub.errors import HfHubHTTPError
-
-    folder = Path(folder)
-    if not (folder / "logits_check.json").is_file():
-        raise PublishError(f"{folder}: not a checked export (no logits_check.json); rerun the export")
-    files = sorted(path for path in folder.iterdir() if path.is_file())
-    api = HfApi(endpoint=endpoint, token=token)
-    try:
-        api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-        commit = api.create_commit(
-            repo_id,
-            repo_type="model",
-            operations=[CommitOperationAdd(path_in_repo=path.name, path_or_fileobj=str(path)) for path in files],
-            commit_message=f"nanogerman export of run {folder.name}",
-        )
-    except (HfHubHTTPError, OSError, ValueError) as error:
-        raise PublishError(f"publishing {folder} to {repo_id} failed: {type(error).__name__}: {first_line(error)}") from None
-    receipt = {
-        "repo_id": repo_id,
-        "private": private,
-        "commit": commit.oid,
-        "commit_url": str(commit.commit_url),
-        "endpoint": api.endpoint,
-        "files": [path.name for path in files],
-    }
-    write_json(out, receipt)
-    log.info("published %s to %s (commit %s)", folder, repo_id, commit.oid)
-    return receipt
 
 
 # --- small helpers ------------------------------------------------------------------------------

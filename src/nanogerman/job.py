@@ -1,7 +1,7 @@
 """One training job, shared by both backends: the plan, its inputs, MaxText's arguments, the child process, the manifest.
 
 :mod:`nanogerman.training` plans runs from the config and runs the local backend;
-:mod:`nanogerman.tpu` runs the same job on Cloud TPU. Both build the job with
+:mod:`nanogerman.tpu_run` runs the same job on Cloud TPU. Both build the job with
 :func:`prepare_job` (the ``run_name`` hash and MaxText's ``key=value`` arguments), stream
 MaxText's output through a :class:`LineTail`, report a :class:`BackendResult`, and
 :func:`nanogerman.training.train_run` finishes with :func:`build_manifest` (``train.json``).
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from nanogerman.errors import StageError
+from nanogerman.manifests import read_dataset_manifest, read_tokenizer_stats
 from nanogerman.maxtext_values import maxtext_arg
 from nanogerman.provenance import file_sha256, git_commit, package_versions
 
@@ -100,17 +101,6 @@ def safe_name(text: str) -> str:
 
 
 # --- MaxText arguments ---------------------------------------------------------------------
-
-
-def format_value(value: Any) -> str:
-    """A config value as MaxText's ``key=value`` parser reads it."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, dict)):
-        return json.dumps(value, separators=(",", ":"))
-    if value is None:
-        return "null"
-    return str(value)
 
 
 def padded_vocab(vocab_size: int, multiple: int) -> int:
@@ -327,19 +317,8 @@ class RunInputs:
     @classmethod
     def load(cls, dataset_manifest: str | Path, tokenizer_dir: str | Path, model_path: str | Path) -> RunInputs:
         manifest_path, tokenizer_path, model = Path(dataset_manifest), Path(tokenizer_dir), Path(model_path)
-        try:
-            dataset = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as error:
-            raise TrainingError(f"{manifest_path}: unreadable dataset manifest ({error}); rerun the dataset stage") from None
-        if not isinstance(dataset.get("maxtext"), dict):
-            raise TrainingError(f"{manifest_path}: no 'maxtext' options in the dataset manifest; rerun the dataset stage")
-        stats_path = tokenizer_path / "stats.json"
-        try:
-            stats = json.loads(stats_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as error:
-            raise TrainingError(f"{stats_path}: unreadable tokenizer stats ({error}); rerun the tokenizer stage") from None
-        if not isinstance(stats.get("vocab_size"), int) or stats["vocab_size"] < 1:
-            raise TrainingError(f"{stats_path}: no vocab_size; rerun the tokenizer stage")
+        dataset = read_dataset_manifest(manifest_path, error=TrainingError).data
+        stats = read_tokenizer_stats(tokenizer_path, error=TrainingError).data
         if not model.is_file():
             raise TrainingError(f"{model}: model file not found (training.defaults.model or the run's model)")
         return cls(

@@ -26,6 +26,7 @@ import yaml
 
 from nanogerman.atomic import atomic_path
 from nanogerman.errors import StageError
+from nanogerman.manifests import read_json_object
 
 SPLITS = ("train", "validation", "test")  # lm-eval's training_split, validation_split, test_split
 _SENTENCE_END = re.compile(r"([.!?…]+[\"“”»«’')\]]*)\s+(?=[\"„“»«'(\[]?[A-ZÄÖÜ0-9])")
@@ -226,10 +227,7 @@ def generated_task_yaml(task_dir: str | Path, include_dir: str | Path) -> Path:
     """Write the YAML of a generated task folder into ``include_dir``, pointing at the folder's data where it is now."""
     task_dir = Path(task_dir)
     info_path = task_dir / "task.json"
-    try:
-        info = json.loads(info_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise TaskGenerationError(f"{info_path}: unreadable task description ({error}); rerun the task's rule") from None
+    info = read_json_object(info_path, "task description", error=TaskGenerationError)
     task = info["task"]
     target = Path(include_dir) / f"{task}.yaml"
     write_yaml(

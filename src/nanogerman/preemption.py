@@ -25,7 +25,6 @@ prints them before any job runs); :func:`job_warnings` repeats a run's own in it
 from __future__ import annotations
 
 import functools
-import json
 import re
 import statistics
 from collections.abc import Iterable
@@ -33,6 +32,7 @@ from pathlib import Path
 
 import yaml
 
+from nanogerman.manifests import ManifestError, read_dataset_manifest, read_train_manifest
 from nanogerman.training import (
     RunPlan,
     padded_vocab,
@@ -169,10 +169,10 @@ def measured_step_seconds(results_dir: str | Path, plan: RunPlan) -> float | Non
     """The median step time of an earlier run of ``plan`` on the same accelerator (its train.json and metrics.jsonl), or None."""
     folder = Path(results_dir) / "train" / plan.name
     try:
-        earlier = json.loads((folder / "train.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        earlier = read_train_manifest(folder / "train.json")
+    except ManifestError:
         return None
-    if not isinstance(earlier, dict) or earlier.get("accelerator") != plan.accelerator:
+    if earlier.accelerator != plan.accelerator:
         return None  # e.g. a CPU trial of the same run: its step time says nothing about the slice
     times = [
         float(record["perf/step_time_seconds"])
@@ -256,8 +256,8 @@ def job_warnings(plan: RunPlan, dataset_manifest: str | Path, *, vocab_size: int
         return []
     warnings = []
     try:
-        dataset_type = (json.loads(Path(dataset_manifest).read_text(encoding="utf-8")).get("maxtext") or {}).get("dataset_type")
-    except (OSError, ValueError, AttributeError):
+        dataset_type = read_dataset_manifest(dataset_manifest).maxtext.get("dataset_type")
+    except ManifestError:
         dataset_type = "grain"
     if replays_data(dataset_type):
         warnings.append(replay_warning([plan.name], dataset_type))

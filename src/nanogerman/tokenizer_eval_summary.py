@@ -16,7 +16,8 @@ from pathlib import Path
 from nanogerman.atomic import atomic_path
 from nanogerman.plots import pyplot, save_figure
 from nanogerman.tables import best_positions, latex_escape
-from nanogerman.tokenizer_eval import ALL_METRICS, METRIC_BY_KEY, METRICS, TokenizerEvalError
+from nanogerman.tokenizer_eval import ALL_METRICS, METRIC_BY_KEY, METRICS
+from nanogerman.tokenizer_eval_data import TokenizerEvalError
 
 log = logging.getLogger(__name__)
 

@@ -32,13 +32,11 @@ from pathlib import Path
 from queue import Full, Queue
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from nanogerman.atomic import atomic_path, write_json
-from nanogerman.errors import StageError, first_line
+from nanogerman.errors import StageError
 from nanogerman.provenance import package_versions
 from nanogerman.scratch import scratch_dir
+from nanogerman.text_column import TEXT_COLUMN, parquet_text_batches
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +59,6 @@ NANOCHAT_SPLIT_PATTERN = (
     r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,2}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"""
 )
 BYTE_TOKENS = 256
-TEXT_COLUMN = "text"
 READ_AHEAD = 4  # parquet record batches decoded ahead of the trainer
 PICKLE_PROTOCOL = 4  # fixed, so tokenizer.pkl does not change with the Python version
 # Written into tokenizer_config.json: a class name that transformers 4.x and 5.x both load
@@ -175,31 +172,28 @@ def text_batches(
     for path in shard_paths:
         path = Path(path)
         counter.shards.append(path.name)
-        try:
-            for batch in pq.ParquetFile(path).iter_batches(columns=[TEXT_COLUMN], batch_size=batch_size):
-                texts = []
-                for text in batch.column(0).to_pylist():
-                    if not text:
-                        continue
-                    if max_doc_chars is not None and len(text) > max_doc_chars:
-                        text = text[:max_doc_chars]
-                        counter.truncated_documents += 1
-                    if remaining is not None and len(text) >= remaining:
-                        texts.append(text[:remaining])
-                        remaining = 0
-                        break
-                    if remaining is not None:
-                        remaining -= len(text)
-                    texts.append(text)
-                counter.documents += len(texts)
-                counter.characters += sum(map(len, texts))
-                if texts:
-                    yield texts
-                if remaining == 0:
-                    counter.stopped_at_max_chars = True
-                    return
-        except (OSError, pa.ArrowException, KeyError) as error:
-            raise TokenizerError(f"{path}: cannot read the '{TEXT_COLUMN}' column ({first_line(error)})") from None
+        for batch in parquet_text_batches(path, column=TEXT_COLUMN, batch_size=batch_size, error=TokenizerError):
+            texts = []
+            for text in batch.to_pylist():
+                if not text:
+                    continue
+                if max_doc_chars is not None and len(text) > max_doc_chars:
+                    text = text[:max_doc_chars]
+                    counter.truncated_documents += 1
+                if remaining is not None and len(text) >= remaining:
+                    texts.append(text[:remaining])
+                    remaining = 0
+                    break
+                if remaining is not None:
+                    remaining -= len(text)
+                texts.append(text)
+            counter.documents += len(texts)
+            counter.characters += sum(map(len, texts))
+            if texts:
+                yield texts
+            if remaining == 0:
+                counter.stopped_at_max_chars = True
+                return
 
 
 def read_ahead_of(batches: Iterator[list[str]], depth: int) -> Iterator[list[str]]:

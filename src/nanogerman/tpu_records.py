@@ -1,7 +1,7 @@
 """The controller's view of a detached tpu run: the workers' status records, their log chunks, one controller per run.
 
 The records and chunks are written by :mod:`nanogerman.tpu_worker` on the workers into
-``<checkpoint_dir>/<run_name>/``; :mod:`nanogerman.tpu` decides from them whether to launch,
+``<checkpoint_dir>/<run_name>/``; :mod:`nanogerman.tpu_run` decides from them whether to launch,
 attach or only collect a finished run.
 """
 

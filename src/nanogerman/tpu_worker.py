@@ -1,6 +1,6 @@
 """The part of a tpu run that lives on each TPU worker: start MaxText detached, supervise it, record its state.
 
-:mod:`nanogerman.tpu` copies this file to ``~/nanogerman/`` on every worker and runs it there
+:mod:`nanogerman.tpu_run` copies this file to ``~/nanogerman/`` on every worker and runs it there
 with the workers' environment (``venv/bin/python tpu_worker.py …``). It imports only the
 standard library (and gcsfs, already in ``envs/tpu-requirements.txt``, for a ``gs://`` run
 folder), never the rest of nanogerman; the controller imports it for :class:`RunFolder` and

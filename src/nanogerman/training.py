@@ -5,7 +5,7 @@ built-in defaults (:data:`BUILTIN_DEFAULTS`). :func:`plan_run` resolves it into 
 :class:`RunPlan` (batch geometry checked against the device count); at job time
 :func:`train_run` turns the plan, the tokenizer folder and the dataset manifest into
 MaxText's ``key=value`` arguments (:func:`maxtext_train_args`), runs MaxText through
-a backend (``local``: a subprocess here; ``tpu``: :mod:`nanogerman.tpu`) and writes
+a backend (``local``: a subprocess here; ``tpu``: :mod:`nanogerman.tpu_run`) and writes
 two outputs: the per-step metrics (JSON lines) and ``train.json``, the manifest the
 export stage reads (checkpoint directory and final step).
 
@@ -22,7 +22,6 @@ Heavy imports (MaxText, JAX) never happen here: MaxText always runs in a child p
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import re
@@ -32,7 +31,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from nanogerman import tpu
+from nanogerman import tpu_run
 from nanogerman.atomic import write_json
 from nanogerman.childenv import child_env
 from nanogerman.curves import LogRecorder, log_metrics_path, merge_metrics
@@ -55,6 +54,7 @@ from nanogerman.job import (
     smoke_args,
     versions,
 )
+from nanogerman.manifests import read_tokenizer_stats
 from nanogerman.maxtext_values import maxtext_arg
 from nanogerman.metrics import StepRecorder, dedupe_steps, last_match, read_jsonl, summarize_metrics, write_jsonl
 from nanogerman.provenance import PROJECT_ROOT
@@ -356,7 +356,7 @@ def train_run(
     inputs = RunInputs.load(dataset_manifest, tokenizer_dir, plan.model_path)
     base = checkpoint_base(checkpoint_dir, results_dir)
     if plan.backend == "tpu":
-        context, result = tpu.run_training_on_tpu(plan, inputs, results_dir=results_dir, base_output_directory=base)
+        context, result = tpu_run.run_training_on_tpu(plan, inputs, results_dir=results_dir, base_output_directory=base)
     else:
         context = prepare_job(plan, inputs, base_output_directory=base, results_dir=results_dir)
         result = run_local_backend(context)
@@ -425,7 +425,7 @@ def smoke_run(
     base = checkpoint_base(checkpoint_dir, results_dir)
     run_name = f"smoke-{plan.target}"
     if plan.backend == "tpu":
-        result, records = tpu.run_smoke_on_tpu(
+        result, records = tpu_run.run_smoke_on_tpu(
             plan, results_dir=results_dir, base_output_directory=base, run_name=run_name, steps=steps
         )
     else:
@@ -546,8 +546,8 @@ def fit_check(
         raise TrainingError(
             f"run {plan.name}: the fit check compiles for a TPU topology; the run uses the {plan.backend} backend"
         )
-    stats = json.loads((Path(tokenizer_dir) / "stats.json").read_text(encoding="utf-8"))
-    vocab = padded_vocab(int(stats["vocab_size"]), int(plan.settings["vocab_multiple"]))
+    stats = read_tokenizer_stats(tokenizer_dir, error=TrainingError)
+    vocab = padded_vocab(stats.vocab_size, int(plan.settings["vocab_multiple"]))
     args = fit_args(plan, model_path=plan.model_path, vocab_size=vocab)
     env = child_env(TPU_SKIP_MDS_QUERY="1", ALLOW_MULTIPLE_LIBTPU_LOAD="true", JAX_PLATFORMS="cpu")
     command = maxtext_command(COMPILE_MODULE, args)
