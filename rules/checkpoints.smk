@@ -78,7 +78,7 @@ rule checkpoint_export:
         f"{RESULTS}/logs/checkpoint_eval/{{run}}_step_{{step}}_export.log",
     benchmark:
         f"{RESULTS}/benchmarks/checkpoint_eval/{{run}}_step_{{step}}_export.tsv"
-    threads: 2  # the converter and MaxText's forward pass run side by side
+    threads: 1  # one process: MaxText's converter, then its forward pass (nanogerman.maxtext_export)
     params:
         step=lambda wildcards: int(wildcards.step),
         tolerance=config["export"]["tolerance"],

@@ -35,7 +35,7 @@ rule export_hf:
         f"{RESULTS}/logs/export/{{run}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/export/{{run}}.tsv"
-    threads: 2  # the converter and MaxText's forward pass run side by side
+    threads: 1  # one process: MaxText's converter, then its forward pass (nanogerman.maxtext_export)
     params:
         step=lambda wildcards: config["export"]["checkpoint_step"].get(wildcards.run),
         tolerance=config["export"]["tolerance"],

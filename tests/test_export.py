@@ -303,7 +303,7 @@ def test_a_corrupted_weight_fails_the_check(tiny, tmp_path):
 
 @pytest.mark.slow
 def test_a_failed_check_or_converter_leaves_no_export(tiny, tmp_path):
-    """The whole job with MaxText's two children replaced: a bad conversion fails and writes nothing."""
+    """The whole job with MaxText's child replaced: a bad conversion fails and writes nothing."""
     import numpy as np
 
     broken = tmp_path / "converted"
@@ -311,22 +311,27 @@ def test_a_failed_check_or_converter_leaves_no_export(tiny, tmp_path):
     corrupt(broken, "model.layers.1.mlp.down_proj.weight", lambda w: -w)
 
     def runner(command, env):
-        pairs = as_pairs(command)
-        if "maxtext.checkpoint_conversion.to_huggingface" in command:
-            for path in broken.iterdir():
-                if path.name != "logits_check.json":
-                    shutil.copy(path, Path(pairs["base_output_directory"]) / path.name)
-        else:
-            np.save(command[4], np.load(tiny.maxtext_logits))
+        assert command[1:3] == ["-m", "nanogerman.maxtext_export"]
+        pairs = as_pairs(command[command.index("--convert") :])
+        for path in broken.iterdir():
+            if path.name != "logits_check.json":
+                shutil.copy(path, Path(pairs["base_output_directory"]) / path.name)
+        np.save(command[4], np.load(tiny.maxtext_logits))
         return 0, ""
 
     out = tmp_path / "hf" / "tiny"
     with pytest.raises(ExportError, match="fails the logits check"):
         export_run(tiny.manifest_path, tiny.tokenizer_dir, out, runner=runner)
     assert not out.exists() and list(out.parent.iterdir()) == []
-    with pytest.raises(ExportError, match=r"MaxText's converter failed \(exit code 1\): ValueError: no mapping"):
-        export_run(tiny.manifest_path, tiny.tokenizer_dir, out, runner=lambda command, env: (1, "ValueError: no mapping"))
-    assert not out.exists() and list(out.parent.iterdir()) == []
+    for code, message in ((3, "MaxText's converter failed"), (4, "forward pass for the logits check failed")):
+        with pytest.raises(ExportError, match=message + ": ValueError: no mapping"):
+            export_run(
+                tiny.manifest_path,
+                tiny.tokenizer_dir,
+                out,
+                runner=lambda command, env, code=code: (code, "ValueError: no mapping"),
+            )
+        assert not out.exists() and list(out.parent.iterdir()) == []
 
 
 def test_check_ids_start_with_bos_and_cover_the_vocabulary(tmp_path, sample_dir):
@@ -478,34 +483,27 @@ def test_publish_uploads_the_export_to_a_hub_stand_in(tiny, tmp_path, sample_dir
         assert list((tmp_path / "hf_home").glob("hub/models--nanogerman--tiny/snapshots/*/model.safetensors"))
 
 
-def test_an_interrupted_export_stops_both_children(tmp_path):
-    """Snakemake stops a job with SIGTERM (KeyboardInterrupt in the job): neither MaxText child may outlive it."""
+def test_an_interrupted_export_stops_its_child(tmp_path):
+    """Snakemake stops a job with SIGTERM (KeyboardInterrupt in the job): the MaxText child may not outlive it."""
+    import signal
     import threading
     import time as clock
 
     from nanogerman import export_children
 
-    sleeper = [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(60)"]
-    interrupted = threading.Event()
+    pid_file = tmp_path / "child.pid"
+    sleeper = [sys.executable, "-c", f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"]
 
     def interrupt_soon():
         deadline = clock.monotonic() + 30
-        while clock.monotonic() < deadline and len(export_children._CHILDREN) < 2:
+        while clock.monotonic() < deadline and not (pid_file.is_file() and pid_file.read_text()):
             clock.sleep(0.05)
-        children.extend(export_children._CHILDREN)
-        interrupted.set()
-        import _thread
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # a real signal: it interrupts the blocking read
 
-        _thread.interrupt_main()
-
-    children: list = []
     threading.Thread(target=interrupt_soon, daemon=True).start()
     started = clock.monotonic()
     with pytest.raises(KeyboardInterrupt):
-        export_children.run_both((sleeper, dict(os.environ)), (sleeper, dict(os.environ)))
-    assert interrupted.is_set() and len(children) == 2 and clock.monotonic() - started < 30
-    assert all(child.poll() is not None for child in children)  # stopped, not orphaned
-    deadline = clock.monotonic() + 10
-    while export_children._CHILDREN and clock.monotonic() < deadline:  # the reader threads see the pipes close
-        clock.sleep(0.05)
-    assert not export_children._CHILDREN
+        export_children.run_command(sleeper, dict(os.environ))
+    assert clock.monotonic() - started < 30
+    with pytest.raises(ProcessLookupError):  # stopped and reaped, not orphaned
+        os.kill(int(pid_file.read_text()), 0)
