@@ -14,6 +14,7 @@ from nanogerman.checkpoint_eval import (
     job_params as _checkpoint_job_params,
 )
 from nanogerman.config import ConfigError as _ConfigError
+from nanogerman.run_params import checkpoint_identity as _checkpoint_identity
 
 CHECKPOINT_EVAL = f"{RESULTS}/checkpoint_eval"
 
@@ -81,6 +82,7 @@ rule checkpoint_export:
     threads: 1  # one process: MaxText's converter, then its forward pass (nanogerman.maxtext_export)
     params:
         step=lambda wildcards: int(wildcards.step),
+        run=lambda wildcards: _checkpoint_identity(train_plan(wildcards.run)),  # a changed run re-evaluates
         tolerance=config["export"]["tolerance"],
         check_length=config["export"]["check_length"],
     script:
@@ -111,7 +113,7 @@ rule checkpoint_evaluate:
         f"{RESULTS}/logs/checkpoint_eval/{{run}}_step_{{step}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/checkpoint_eval/{{run}}_step_{{step}}.tsv"
-    threads: 2
+    threads: config["evaluation"]["threads"]
     params:
         job=lambda wildcards: _checkpoint_job_params(config),  # only the values the job uses: a change reruns it
     script:

@@ -38,3 +38,8 @@ wildcard_constraints:
 def shards_of(set_name):
     """Workflow names (shard_00000, …) of the shards in a corpus shard set."""
     return [shard_name(index) for index in shard_set(config, set_name)]
+
+
+def _without(section, *keys):
+    """A config section as a rule's param, less the keys its job does not read (so changing them reruns nothing)."""
+    return {key: value for key, value in section.items() if key not in keys}

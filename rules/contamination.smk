@@ -108,7 +108,11 @@ rule contamination_task:
         ),
     params:
         n=lambda wildcards: config["evaluation"]["contamination"]["n"],
-        local_data=lambda wildcards: config["evaluation"]["local_data"],
+        local_data=lambda wildcards: {  # this task's own local data, if any: another task's folder changes nothing here
+            task: folder
+            for task, folder in config["evaluation"]["local_data"].items()
+            if task == wildcards.task
+        },
     script:
         "../scripts/contamination_task.py"
 

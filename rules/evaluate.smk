@@ -74,7 +74,7 @@ rule eval_next_passage_task:
     benchmark:
         f"{RESULTS}/benchmarks/eval/next_passage_task.tsv"
     params:
-        spec=config["evaluation"]["next_passage"],
+        spec=_without(config["evaluation"]["next_passage"], "enabled"),  # each value that shapes the task
     script:
         "../scripts/make_offline_task.py"
 
@@ -90,7 +90,7 @@ rule eval_lm_eval:
         f"{RESULTS}/logs/eval/{{model}}_lm_eval.log",
     benchmark:
         f"{RESULTS}/benchmarks/eval/{{model}}_lm_eval.tsv"
-    threads: 2
+    threads: config["evaluation"]["threads"]
     resources:
         downloads=lambda wildcards: int(
             wildcards.model in _reference_names(config)
@@ -119,13 +119,20 @@ rule eval_bits_per_byte:
         f"{RESULTS}/logs/eval/{{model}}_bits_per_byte.log",
     benchmark:
         f"{RESULTS}/benchmarks/eval/{{model}}_bits_per_byte.tsv"
-    threads: 2
+    threads: config["evaluation"]["threads"]
     resources:
         downloads=lambda wildcards: int(wildcards.model in _reference_names(config)),
     params:
-        settings=_EvalSettings.from_config(config["evaluation"]).as_param(),  # a dict: a changed setting reruns the job
+        # only what a forward pass reads: lm-eval's limit, seed, few-shot and bootstrap do not change bits per byte
+        settings=_without(
+            _EvalSettings.from_config(config["evaluation"]).as_param(),
+            "limit",
+            "num_fewshot",
+            "seed",
+            "bootstrap_iters",
+        ),
         reference=lambda wildcards: _reference_entry(config, wildcards.model),  # its revision too
-        section=config["evaluation"]["bits_per_byte"],
+        section=_without(config["evaluation"]["bits_per_byte"], "enabled"),
     script:
         "../scripts/evaluate_bits_per_byte.py"
 

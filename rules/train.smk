@@ -92,7 +92,7 @@ rule train_fit:
         f"{RESULTS}/logs/train/{{run}}_fit.log",
     benchmark:
         f"{RESULTS}/benchmarks/train/{{run}}_fit.tsv"
-    threads: 2
+    threads: config["training"]["local"]["threads"]
     params:
         plan=lambda wildcards: _plan_param(train_plan(wildcards.run), _FIT_SETTINGS),
         backend=lambda wildcards: _backend_param(train_plan(wildcards.run)),

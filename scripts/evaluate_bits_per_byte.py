@@ -2,13 +2,21 @@
 
 from pathlib import Path
 
-from nanogerman.evaluation import EvalSettings, evaluate_bits_per_byte, hub_offline_if_local, model_spec_of, quiet_job
+from nanogerman.evaluation import (
+    EvalSettings,
+    evaluate_bits_per_byte,
+    hub_offline_if_local,
+    model_spec_of,
+    quiet_job,
+    use_threads,
+)
 from nanogerman.stage import run_stage
 from nanogerman.tokenizer_training import iter_texts
 
 
 def main(snakemake):
     quiet_job()
+    use_threads(snakemake.threads)
     section = snakemake.params.section
     spec = model_spec_of(snakemake.wildcards.model, snakemake.params.reference, run_folder=snakemake.input.get("model"))
     hub_offline_if_local(spec)  # a local model: no Hub requests

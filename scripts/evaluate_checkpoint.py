@@ -1,13 +1,14 @@
 """Snakemake script for rule checkpoint_evaluate: bits per byte and the chosen tasks of one exported checkpoint."""
 
 from nanogerman.checkpoint_eval import evaluate_checkpoint
-from nanogerman.evaluation import ModelSpec, hub_offline_if_local, quiet_job
+from nanogerman.evaluation import ModelSpec, hub_offline_if_local, quiet_job, use_threads
 from nanogerman.stage import run_stage
 from nanogerman.tokenizer_training import iter_texts
 
 
 def main(snakemake):
     quiet_job()
+    use_threads(snakemake.threads)
     params = snakemake.params.job  # checkpoint_eval.job_params: the values this job uses
     hub_offline_if_local(
         ModelSpec(snakemake.wildcards.run, snakemake.input.model),

@@ -44,7 +44,7 @@ def test_default_workflow_end_to_end(default_run):
     assert corpus["shard_sets"]["train"]["shards"] == 4
     train = json.loads((results / "train" / "tiny_neox" / "train.json").read_text())
     arguments = dict(argument.split("=", 1) for argument in train["maxtext_args"][1:])
-    assert arguments["base_output_directory"] == json.dumps(RESULTS_DIR + "/checkpoints")  # quoted for OmegaConf
+    assert arguments["base_output_directory"] == json.dumps(str(results / "checkpoints"))  # quoted for OmegaConf
     assert not (root / "res").exists()  # nothing written where a path cut at ' #' would point
     assert_no_secret_on_disk(results, SENTINEL)
     # a run that generalizes: held-out bits per byte well below a uniform guess, validation loss falling, no flags
@@ -113,11 +113,14 @@ def run_jobs(run: str) -> set[str]:
 
 
 def lm_eval_jobs(run: str) -> set[str]:
-    """The jobs that run the lm-eval tasks on a run's checkpoints (final and intermediate) and the curves drawn from them."""
+    """The jobs that run the lm-eval tasks on a run's checkpoints (final and intermediate) and the curves drawn from them.
+
+    An intermediate checkpoint's export is deleted once evaluated (temp()), so evaluating it again exports it again.
+    """
     return {
         f"eval_lm_eval[model={run}]",
         f"checkpoint_curves[run={run}]",
-        *(f"checkpoint_evaluate[run={run}, step={step}]" for step in (0, 150)),
+        *(f"{rule}[run={run}, step={step}]" for rule in ("checkpoint_export", "checkpoint_evaluate") for step in (0, 150)),
     }
 
 
@@ -145,7 +148,11 @@ CHANGES = {
         | run_jobs("tiny_neox")
         | SUMMARIES,
     ),
-    "one run's learning rate": (change(("training", "runs", 0, "learning_rate"), 2.0e-3), run_jobs("tiny_nanochat") | SUMMARIES),
+    # the two runs then differ in two settings, so they are no longer a pair to compare: no comparisons job
+    "one run's learning rate": (
+        change(("training", "runs", 0, "learning_rate"), 2.0e-3),
+        run_jobs("tiny_nanochat") | (SUMMARIES - {"eval_comparisons"}),
+    ),
     "the lm-eval task limit": (
         change(("evaluation", "limit"), 50),
         lm_eval_jobs("tiny_nanochat") | lm_eval_jobs("tiny_neox") | SUMMARIES,

@@ -166,6 +166,13 @@ def quiet_job() -> None:
             logger.addFilter(_Demote())
 
 
+def use_threads(threads: int) -> None:
+    """torch computes with the cores Snakemake reserved for the job (evaluation.threads), not with every core."""
+    import torch
+
+    torch.set_num_threads(max(1, int(threads)))
+
+
 @contextlib.contextmanager
 def progress_bars_to_log():
     """lm-eval draws its progress bars on stderr whatever TQDM_DISABLE says: keep them off the terminal.

@@ -79,6 +79,20 @@ def plan_param(plan: RunPlan, settings: tuple[str, ...] | None = None) -> dict:
     return fields
 
 
+# Left out of a checkpoint's identity: the run's length and cadences. A run trained further keeps the
+# checkpoints evaluated before (the train manifest is an ancient() input of the checkpoint jobs);
+# `steps` is in the run's hash, so those belong to the earlier run, as the README says.
+NOT_CHECKPOINT_IDENTITY = ("steps", "checkpoint_period", "eval_interval", "eval_steps")
+
+
+def checkpoint_identity(plan: RunPlan) -> dict:
+    """The run settings that make its checkpoint at a step what it is, for the checkpoint jobs' params: a changed
+    learning rate, tokenizer or model re-evaluates the run's intermediate checkpoints."""
+    fields = plan_param(plan)
+    fields["settings"] = {key: value for key, value in fields["settings"].items() if key not in NOT_CHECKPOINT_IDENTITY}
+    return fields
+
+
 def backend_param(plan: RunPlan) -> Unrecorded:
     """The rest of ``plan``: how the backend drives the job, which must not rerun it."""
     tpu = None if plan.tpu is None else {key: value for key, value in plan.tpu.items() if key in BACKEND_TPU_KEYS}
