@@ -116,6 +116,8 @@ rule checkpoint_evaluate:
     threads: config["evaluation"]["threads"]
     params:
         job=lambda wildcards: _checkpoint_job_params(config),  # only the values the job uses: a change reruns it
+        # the export it reads is deleted once evaluated (temp()), so its params alone would rerun nothing
+        run=lambda wildcards: _checkpoint_identity(train_plan(wildcards.run)),
     script:
         "../scripts/evaluate_checkpoint.py"
 

@@ -180,3 +180,27 @@ def gcs_emulator():
                 os.environ[name] = value
         process.terminate()
         process.wait(timeout=10)
+
+
+# --- the order the files start in ----------------------------------------------------------------
+# With `-n auto --dist loadfile --no-loadscope-reorder` (pyproject.toml) each file runs on one
+# worker, in this order: the files that take minutes start first (longest first), so that the
+# many short files fill in beside them instead of one long file starting last on an otherwise
+# idle machine. Each worker is handed two files at the start: a short one goes second, so that
+# it, not a long one, waits behind the end-to-end run.
+FIRST = (
+    "test_workflow.py",  # README command 1: the whole embedded default (minutes)
+    "test_exactly_once.py",
+    "test_atomic.py",  # short: queued behind test_workflow.py on its worker
+    "test_training.py",
+    "test_evaluation.py",
+    "test_tpu.py",
+    "test_export.py",
+    "test_recovery.py",
+    "test_cluster.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):  # noqa: ARG001
+    rank = {name: index for index, name in enumerate(FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(FIRST)))  # stable: the other files keep their order

@@ -116,3 +116,41 @@ def test_a_backend_knob_plans_no_training_and_a_learning_rate_only_its_run(tmp_p
     assert planned.returncode == 0, planned.stderr[-2000:]
     assert _train_jobs(planned.stdout) == {"train_run": [f"run={runs[1]}"]}
     assert "params have changed since last execution" in planned.stdout
+
+
+def test_a_reference_revision_reruns_exactly_that_references_jobs(tmp_path, base_config):
+    """Reference model and reference tokenizer revisions reach their jobs as params: a new revision reruns only those."""
+    config = copy.deepcopy(base_config)
+    config["evaluation"]["reference_models"] = [{"name": "ref_model", "path": "owner/model", "revision": "aaaa"}]
+    config["tokenizer_eval"]["references"] = [{"name": "ref_tok", "path": "owner/tok", "revision": "aaaa"}]
+    results = tmp_path / "results"
+    for shard in range(5):
+        path = results / "corpus" / f"shard_{shard:05d}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("")
+    (results / "eval" / "tasks" / "next_passage").mkdir(parents=True)
+    outputs = [
+        results / "eval" / "ref_model" / "bits_per_byte.json",
+        results / "eval" / "ref_model" / "lm_eval.json",
+        results / "tokenizer_eval" / "ref_tok.json",
+    ]
+    for path in outputs:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{}")
+    targets = [str(path.relative_to(tmp_path)) for path in outputs]
+    only = ["--allowed-rules", "eval_bits_per_byte", "eval_lm_eval", "tokenizer_eval", "--rerun-triggers", "params"]
+    touched = run_snakemake(tmp_path, config, *targets, *only, "--touch", "--forceall")
+    assert touched.returncode == 0, touched.stderr[-2000:]
+    same = run_snakemake(tmp_path, config, *targets, *only, "-n")
+    assert "Nothing to be done" in same.stdout + same.stderr, same.stdout[-2000:]
+
+    config["evaluation"]["reference_models"][0]["revision"] = "bbbb"
+    planned = run_snakemake(tmp_path, config, *targets, *only, "-n")
+    assert planned.returncode == 0, planned.stderr[-2000:]
+    assert _train_jobs(planned.stdout) == {"eval_bits_per_byte": ["model=ref_model"], "eval_lm_eval": ["model=ref_model"]}
+
+    config["evaluation"]["reference_models"][0]["revision"] = "aaaa"
+    config["tokenizer_eval"]["references"][0]["revision"] = "bbbb"
+    planned = run_snakemake(tmp_path, config, *targets, *only, "-n")
+    assert planned.returncode == 0, planned.stderr[-2000:]
+    assert _train_jobs(planned.stdout) == {"tokenizer_eval": ["tokenizer=ref_tok"]}
