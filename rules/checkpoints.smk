@@ -1,6 +1,6 @@
 # Evaluation of intermediate checkpoints (evaluation.checkpoints): per (run, step) one export with the
-# logits check (results/checkpoint_eval/<run>/step_<step>/hf/, deleted once evaluated unless
-# keep_exports) and one evaluation job (step_<step>.json: bits per byte and the chosen tasks, tokens
+# logits check (results/checkpoint_eval/<run>/<key>/step_<step>/hf/, deleted once evaluated unless
+# keep_exports) and one evaluation job (<key>/step_<step>.json: bits per byte and the chosen tasks, tokens
 # seen); per run curves.csv (a row per run, step and metric) and curves.svg|png against tokens seen.
 # The final checkpoint's figures are the export and evaluation stages' own. The training manifest is
 # an ancient() input: a run trained further does not redo the checkpoints already evaluated.
@@ -14,7 +14,7 @@ from nanogerman.checkpoint_eval import (
     job_params as _checkpoint_job_params,
 )
 from nanogerman.config import ConfigError as _ConfigError
-from nanogerman.run_params import checkpoint_identity as _checkpoint_identity
+from nanogerman.run_params import checkpoint_key as _checkpoint_key
 
 CHECKPOINT_EVAL = f"{RESULTS}/checkpoint_eval"
 
@@ -29,6 +29,7 @@ except _ConfigError as error:
 
 wildcard_constraints:
     step=r"\d+",
+    key=r"[0-9a-f]{8}",
 
 
 def checkpoint_eval_runs():
@@ -40,9 +41,16 @@ def checkpoint_eval_runs():
     ]
 
 
+def checkpoint_folder(run):
+    """results/checkpoint_eval/<run>/<key>: key hashes the run's settings but its length (run_params.checkpoint_key),
+    so a changed learning rate evaluates its checkpoints anew and a run trained further keeps the earlier ones.
+    """
+    return f"{CHECKPOINT_EVAL}/{run}/{_checkpoint_key(train_plan(run))}"
+
+
 def checkpoint_points(run):
     return [
-        f"{CHECKPOINT_EVAL}/{run}/step_{step}.json"
+        f"{checkpoint_folder(run)}/step_{step}.json"
         for step in _intermediate_steps(config, run)
     ]
 
@@ -63,7 +71,7 @@ def checkpoint_outputs():
 
 
 def _checkpoint_export_folder():
-    folder = directory(f"{CHECKPOINT_EVAL}/{{run}}/step_{{step}}/hf")
+    folder = directory(f"{CHECKPOINT_EVAL}/{{run}}/{{key}}/step_{{step}}/hf")
     return (
         folder if config["evaluation"]["checkpoints"]["keep_exports"] else temp(folder)
     )
@@ -76,13 +84,12 @@ rule checkpoint_export:
     output:
         folder=_checkpoint_export_folder(),
     log:
-        f"{RESULTS}/logs/checkpoint_eval/{{run}}_step_{{step}}_export.log",
+        f"{RESULTS}/logs/checkpoint_eval/{{run}}_{{key}}_step_{{step}}_export.log",
     benchmark:
-        f"{RESULTS}/benchmarks/checkpoint_eval/{{run}}_step_{{step}}_export.tsv"
+        f"{RESULTS}/benchmarks/checkpoint_eval/{{run}}_{{key}}_step_{{step}}_export.tsv"
     threads: 1  # one process: MaxText's converter, then its forward pass (nanogerman.maxtext_export)
     params:
         step=lambda wildcards: int(wildcards.step),
-        run=lambda wildcards: _checkpoint_identity(train_plan(wildcards.run)),  # a changed run re-evaluates
         tolerance=config["export"]["tolerance"],
         check_length=config["export"]["check_length"],
     script:
@@ -92,7 +99,7 @@ rule checkpoint_export:
 def _checkpoint_eval_inputs(wildcards):
     bpb, tasks, next_passage = _intermediate_tasks(config)
     inputs = {
-        "model": f"{CHECKPOINT_EVAL}/{wildcards.run}/step_{wildcards.step}/hf",
+        "model": f"{CHECKPOINT_EVAL}/{wildcards.run}/{wildcards.key}/step_{wildcards.step}/hf",
         "metrics": ancient(f"{RESULTS}/train/{wildcards.run}/metrics.jsonl"),
         "tasks": [NEXT_PASSAGE] if next_passage else [],
     }
@@ -108,16 +115,14 @@ rule checkpoint_evaluate:
     input:
         unpack(_checkpoint_eval_inputs),
     output:
-        results=f"{CHECKPOINT_EVAL}/{{run}}/step_{{step}}.json",
+        results=f"{CHECKPOINT_EVAL}/{{run}}/{{key}}/step_{{step}}.json",
     log:
-        f"{RESULTS}/logs/checkpoint_eval/{{run}}_step_{{step}}.log",
+        f"{RESULTS}/logs/checkpoint_eval/{{run}}_{{key}}_step_{{step}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/checkpoint_eval/{{run}}_step_{{step}}.tsv"
+        f"{RESULTS}/benchmarks/checkpoint_eval/{{run}}_{{key}}_step_{{step}}.tsv"
     threads: config["evaluation"]["threads"]
     params:
         job=lambda wildcards: _checkpoint_job_params(config),  # only the values the job uses: a change reruns it
-        # the export it reads is deleted once evaluated (temp()), so its params alone would rerun nothing
-        run=lambda wildcards: _checkpoint_identity(train_plan(wildcards.run)),
     script:
         "../scripts/evaluate_checkpoint.py"
 

@@ -17,6 +17,8 @@ from conftest import REPO, VENV_BIN, default_config
 
 from nanogerman.checkpoint_eval import curve_flags, intermediate_steps, intermediate_tasks, result_rows, saved_steps, tokens_seen
 from nanogerman.config import ConfigError, validate_config
+from nanogerman.run_params import checkpoint_key
+from nanogerman.training import plan_run
 
 
 def config_with(train_steps=300, period=150, **checkpoints) -> dict:
@@ -185,9 +187,10 @@ def test_a_run_trained_further_evaluates_only_its_new_checkpoint(tmp_path):
         env={**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"},
     )
     assert trained.returncode == 0, trained.stderr[-3000:]
+    folder = results / "checkpoint_eval" / "tiny_neox" / checkpoint_key(plan_run(validate_config(config), "tiny_neox"))
     for step in (0, 150):
-        (results / "checkpoint_eval" / "tiny_neox" / f"step_{step}.json").parent.mkdir(parents=True, exist_ok=True)
-        (results / "checkpoint_eval" / "tiny_neox" / f"step_{step}.json").write_text(json.dumps({"nanogerman": {"step": step}}))
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"step_{step}.json").write_text(json.dumps({"nanogerman": {"step": step}}))
     assert planned_jobs(tmp_path) == {"all": 1, "checkpoint_curves": 1}
 
     config["training"]["defaults"]["steps"] = 450  # trained further: checkpoints 0, 150, 300 and the final 449

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
+import json
 from typing import Any
 
 from nanogerman.job import RunPlan
@@ -91,6 +93,14 @@ def checkpoint_identity(plan: RunPlan) -> dict:
     fields = plan_param(plan)
     fields["settings"] = {key: value for key, value in fields["settings"].items() if key not in NOT_CHECKPOINT_IDENTITY}
     return fields
+
+
+def checkpoint_key(plan: RunPlan) -> str:
+    """8 hex digits of :func:`checkpoint_identity` (less the absolute model path): the folder of a run's
+    intermediate checkpoint evaluations, so a run with other settings never mixes with earlier results."""
+    identity = checkpoint_identity(plan)
+    identity.pop("model_path", None)  # settings["model"] names the model file; the absolute path moves with the checkout
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode("utf-8")).hexdigest()[:8]
 
 
 def backend_param(plan: RunPlan) -> Unrecorded:
