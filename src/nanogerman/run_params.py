@@ -29,6 +29,7 @@ import json
 from typing import Any
 
 from nanogerman.job import RunPlan
+from nanogerman.training import resolve_model_path
 
 # training.tpu keys that change what a run trains, or how fast its numbers come out the same:
 RESULT_TPU_KEYS = (
@@ -73,6 +74,8 @@ def plan_param(plan: RunPlan, settings: tuple[str, ...] | None = None) -> dict:
     """The result-changing part of ``plan`` as builtin values, for a rule's ``params``; only ``settings`` if given."""
     fields = dataclasses.asdict(plan)
     del fields["position"]
+    # settings["model"] names the model file; its absolute path would rerun every job of a moved checkout
+    del fields["model_path"]
     if settings is not None:  # a job that reads fewer settings: another setting's change must not rerun it
         fields["settings"] = {key: fields["settings"][key] for key in settings}
     tpu = fields.pop("tpu")
@@ -99,7 +102,6 @@ def checkpoint_key(plan: RunPlan) -> str:
     """8 hex digits of :func:`checkpoint_identity` (less the absolute model path): the folder of a run's
     intermediate checkpoint evaluations, so a run with other settings never mixes with earlier results."""
     identity = checkpoint_identity(plan)
-    identity.pop("model_path", None)  # settings["model"] names the model file; the absolute path moves with the checkout
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode("utf-8")).hexdigest()[:8]
 
 
@@ -115,4 +117,5 @@ def plan_from_params(plan: dict, backend: Unrecorded) -> RunPlan:
     tpu = fields.pop("tpu")
     if tpu is not None:
         tpu = {**tpu, **(backend.value["tpu"] or {})}
-    return RunPlan(**fields, tpu=tpu, position=backend.value["position"])
+    model_path = resolve_model_path(fields["settings"]["model"])
+    return RunPlan(**fields, model_path=model_path, tpu=tpu, position=backend.value["position"])
