@@ -9,6 +9,7 @@ a mapping if a value reached it unquoted.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -47,6 +48,8 @@ def test_default_workflow_end_to_end(default_run):
     assert arguments["base_output_directory"] == json.dumps(str(results / "checkpoints"))  # quoted for OmegaConf
     assert not (root / "res").exists()  # nothing written where a path cut at ' #' would point
     assert_no_secret_on_disk(results, SENTINEL)
+    smoke = json.loads((results / "train" / "smoke" / "local.json").read_text())  # the smoke job before the runs
+    assert smoke["steps"] == 5 and len(smoke["losses"]) == 5 and all(map(math.isfinite, smoke["losses"])), smoke
     # a run that generalizes: held-out bits per byte well below a uniform guess, validation loss falling, no flags
     from nanogerman.curves import eval_curve, overfitting_step, read_metrics
 
