@@ -30,7 +30,7 @@ full log). Commands::
 
     launch RUN_DIR ATTEMPT HEARTBEAT -- COMMAND...   start COMMAND detached unless this worker runs it already
     supervise RUN_DIR ATTEMPT HEARTBEAT -- COMMAND... (what launch starts) run COMMAND and keep the records
-    stop RUN_DIR                                      SIGTERM to this worker's supervisor (MaxText stops, state 'stopped')
+    stop RUN_DIR                                      SIGTERM to this worker's supervisor, then wait until it is gone (state 'stopped')
 """
 
 from __future__ import annotations
@@ -210,6 +210,16 @@ def stop(run_dir: str) -> int:
     (folder / "stop-requested").touch()  # the supervisor records 'stopped', not 'interrupted'
     os.kill(pid, signal.SIGTERM)
     print(f"nanogerman-worker {worker_id()}: stopping (pid {pid})", flush=True)
+    # Return only once the supervisor is gone (its record written): the caller deletes the slice next,
+    # which would kill it mid-way and leave a record that says 'running'. It SIGKILLs MaxText after
+    # KILL_AFTER_SECONDS, so this wait ends.
+    deadline = time.monotonic() + KILL_AFTER_SECONDS + 60
+    while running_pid(folder) == pid and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if running_pid(folder) == pid:
+        print(f"nanogerman-worker {worker_id()}: still running after {KILL_AFTER_SECONDS + 60} s (pid {pid})", flush=True)
+        return 1
+    print(f"nanogerman-worker {worker_id()}: stopped (pid {pid})", flush=True)
     return 0
 
 
