@@ -18,19 +18,12 @@ TASKS = REPO / "tests" / "data" / "tasks"
 
 def _leaves(names, include_dir) -> dict[str, list[dict]]:
     """{task: its evaluation documents} for lm-eval's tasks ``names`` (groups opened) defined in ``include_dir``."""
-    from lm_eval.tasks import TaskManager, get_task_dict
+    from lm_eval.tasks import TaskManager
 
-    found = {}
+    from nanogerman.suites import leaf_tasks
 
-    def walk(tasks):
-        for value in tasks.values():
-            if isinstance(value, dict):
-                walk(value)
-            else:
-                found[value.config.task] = list(value.test_docs() if value.has_test_docs() else value.validation_docs())
-
-    walk(get_task_dict(names, TaskManager(include_path=str(include_dir), include_defaults=False)))
-    return found
+    leaves = leaf_tasks(names, TaskManager(include_path=str(include_dir), include_defaults=False))
+    return {leaf.config.task: list(leaf.test_docs() if leaf.has_test_docs() else leaf.validation_docs()) for leaf in leaves}
 
 
 def test_the_clean_subset_drops_exactly_the_planted_document(tmp_path, sample_dir):

@@ -80,21 +80,14 @@ def test_every_suite_task_has_fixtures_and_an_installed_definition():
 @pytest.fixture(scope="module")
 def task_objects(tmp_path_factory):
     """lm-eval's task objects of every suite task on the fixtures, as the evaluation stage defines them."""
-    from lm_eval.tasks import TaskManager, get_task_dict
+    from lm_eval.tasks import TaskManager
+
+    from nanogerman.suites import leaf_tasks
 
     include = tmp_path_factory.mktemp("include")
     write_task_definitions(include, TASKS_WITH_FIXED, LOCAL_DATA)
-    found = {}
-
-    def walk(tasks):
-        for value in tasks.values():
-            if isinstance(value, dict):
-                walk(value)
-            else:
-                found[value.config.task] = value
-
-    walk(get_task_dict(TASKS_WITH_FIXED, TaskManager(include_path=str(include), include_defaults=False)))
-    return found
+    leaves = leaf_tasks(TASKS_WITH_FIXED, TaskManager(include_path=str(include), include_defaults=False))
+    return {leaf.config.task: leaf for leaf in leaves}
 
 
 def _strict(template, doc: dict):

@@ -243,22 +243,17 @@ def task_documents(task: str, *, generated: Sequence[str | Path] = (), local_dat
     defined as the evaluation stage defines them (generated tasks, local data, corrected tasks)."""
     import tempfile
 
-    from lm_eval.tasks import TaskManager, get_task_dict
+    from lm_eval.tasks import TaskManager
 
     from nanogerman.evaluation import build_include_dir
+    from nanogerman.suites import leaf_tasks
 
     with tempfile.TemporaryDirectory(prefix="nanogerman-contamination-") as include_dir:
         names = build_include_dir(include_dir, generated=generated, local_data=local_data, tasks=[task])
         manager = TaskManager(include_path=include_dir, include_defaults=task not in names)
         if task not in manager.all_tasks:
             raise ContaminationError(f"config error: task {task!r} is not an lm-eval task or group")
-        leaves = []
-
-        def walk(tasks: dict) -> None:
-            for value in tasks.values():
-                walk(value) if isinstance(value, dict) else leaves.append(value)
-
-        walk(get_task_dict([task], manager))
+        leaves = leaf_tasks([task], manager)
         documents = []
         for leaf in leaves:
             prefix = "" if len(leaves) == 1 else f"{leaf.config.task}:"

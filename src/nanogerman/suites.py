@@ -14,6 +14,7 @@
   ``acc_norm``), 0 for ``mcc``; none for log-likelihood tasks (lambada: accuracy and
   perplexity) and for tasks that score through their own ``process_results``
   (truthfulqa_de_mc2). A group's is the size-weighted mean of its subtasks'.
+- :func:`leaf_tasks`: lm-eval's task objects of tasks and groups, groups opened to their subtasks.
 - :func:`item_scores`: lm-eval's per-item scores (from ``log_samples``), kept compact for
   paired comparisons between models.
 """
@@ -149,6 +150,20 @@ def _write_group(include_dir: Path, group: str, group_yaml: Path, folder: str | 
 
 
 # --- chance levels and per-item scores -------------------------------------------------------------
+
+
+def leaf_tasks(names: Sequence[str], manager) -> list:
+    """lm-eval's task objects for ``names`` (loaded by the ``TaskManager`` ``manager``), each group opened to its subtasks."""
+    from lm_eval.tasks import get_task_dict
+
+    leaves: list = []
+
+    def walk(tasks: dict) -> None:
+        for value in tasks.values():
+            walk(value) if isinstance(value, dict) else leaves.append(value)
+
+    walk(get_task_dict(list(names), manager))
+    return leaves
 
 
 def chance_levels(results: dict, samples: dict) -> dict[str, dict[str, float | None]]:
