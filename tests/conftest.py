@@ -81,18 +81,27 @@ def base_config() -> dict:
     return config
 
 
+def snakemake_command(workdir: Path, config: dict | None) -> list[str]:
+    """``snakemake -s <repo>/Snakefile --directory WORKDIR [--configfile WORKDIR/config.yaml]``, ``config`` written there.
+
+    Put targets and options right after ``[0]``: ``--configfile`` takes several values and would swallow them.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    command = [str(VENV_BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
+    if config is not None:
+        config_path = workdir / "config.yaml"
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        command += ["--configfile", str(config_path)]
+    return command
+
+
 def run_snakemake(workdir: Path, config: dict | None, *args: str, env: dict | None = None, timeout: float = 900):
     """Run the workflow in ``workdir`` with ``config`` written to ``workdir/config.yaml``.
 
     Returns the CompletedProcess (stdout and stderr captured as text); never raises on failure.
     """
-    workdir.mkdir(parents=True, exist_ok=True)
-    # Targets and extra options go first: --configfile takes several values and would swallow them.
-    command = [str(VENV_BIN / "snakemake"), *args, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2"]
-    if config is not None:
-        config_path = workdir / "config.yaml"
-        config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-        command += ["--configfile", str(config_path)]
+    base = snakemake_command(workdir, config)
+    command = [base[0], *args, "--cores", "2", *base[1:]]
     full_env = {**os.environ, **(env or {})}
     full_env["PATH"] = f"{VENV_BIN}{os.pathsep}{full_env.get('PATH', '')}"
     return subprocess.run(command, capture_output=True, text=True, env=full_env, timeout=timeout)

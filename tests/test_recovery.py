@@ -20,8 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
-from conftest import REPO, SAMPLE_DIR, VENV_BIN, default_config
+from conftest import REPO, SAMPLE_DIR, VENV_BIN, default_config, snakemake_command
 
 from nanogerman.training import committed_steps
 
@@ -63,16 +62,7 @@ def test_kill_9_at_every_stage_then_the_readme_command_recovers(tmp_path):
     workdir, scratch = tmp_path / "work", tmp_path / "tmp"
     workdir.mkdir()
     scratch.mkdir()
-    (workdir / "config.yaml").write_text(yaml.safe_dump(recovery_config(), sort_keys=False), encoding="utf-8")
-    snakemake = [
-        str(VENV_BIN / "snakemake"),
-        "-s",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(workdir / "config.yaml"),
-    ]
+    snakemake = snakemake_command(workdir, recovery_config())
     env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", "TMPDIR": str(scratch)}
     results = workdir / "results"
     killed: list[str] = []

@@ -17,8 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
-from conftest import REPO, VENV_BIN, default_config, run_snakemake, set_key, stub_run_inputs
+from conftest import REPO, VENV_BIN, default_config, run_snakemake, set_key, snakemake_command, stub_run_inputs
 
 from nanogerman import training
 from nanogerman.config import ConfigError, validate_config
@@ -363,16 +362,7 @@ def trained(tmp_path_factory):
     """
     workdir = tmp_path_factory.mktemp("train")
     config = tiny_training_config()
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-    snakemake = [
-        str(VENV_BIN / "snakemake"),
-        "-s",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(workdir / "config.yaml"),
-    ]
+    snakemake = snakemake_command(workdir, config)
     env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}
     process = subprocess.Popen(
         [snakemake[0], TARGET, *snakemake[1:], "--cores", "2"],
