@@ -95,6 +95,19 @@ def snakemake_command(workdir: Path, config: dict | None) -> list[str]:
     return command
 
 
+def dry_run_jobs(output: str) -> dict[str, list[str]]:
+    """rule -> the sorted wildcard lines ('' for none) of the jobs a ``snakemake -n`` output plans."""
+    import re
+
+    jobs: dict[str, list[str]] = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", output):
+        match = re.match(r"(?:local)?rule (\w+):", block)
+        wildcards = re.search(r"^    wildcards: (.*)$", block, re.MULTILINE)
+        if match:
+            jobs.setdefault(match.group(1), []).append(wildcards.group(1) if wildcards else "")
+    return {rule: sorted(lines) for rule, lines in jobs.items()}
+
+
 def run_snakemake(workdir: Path, config: dict | None, *args: str, env: dict | None = None, timeout: float = 900):
     """Run the workflow in ``workdir`` with ``config`` written to ``workdir/config.yaml``.
 

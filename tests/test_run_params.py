@@ -8,10 +8,9 @@ workflow test records the train jobs' params with ``--touch`` (nothing trains) a
 from __future__ import annotations
 
 import copy
-import re
 
 import yaml
-from conftest import REPO, SAMPLE_DIR, run_snakemake
+from conftest import REPO, SAMPLE_DIR, dry_run_jobs, run_snakemake
 from snakemake.persistence import UNREPRESENTABLE, Persistence
 
 from nanogerman.config import validate_config
@@ -70,17 +69,6 @@ def test_the_plan_param_is_recorded_the_backend_param_is_not_and_together_they_g
     assert plan_param(plan_run(config, "tiny_neox"), FIT_SETTINGS) == fit
 
 
-def _train_jobs(output: str) -> dict[str, list[str]]:
-    """rule -> the sorted wildcard lines of the jobs a dry run plans."""
-    jobs: dict[str, list[str]] = {}
-    for block in re.split(r"\n(?=(?:local)?rule \w+:)", output):
-        match = re.match(r"(?:local)?rule (\w+):", block)
-        wildcards = re.search(r"wildcards: (.*)", block)
-        if match:
-            jobs.setdefault(match.group(1), []).append(wildcards.group(1) if wildcards else "")
-    return {rule: sorted(lines) for rule, lines in jobs.items()}
-
-
 def test_a_backend_knob_plans_no_training_and_a_learning_rate_only_its_run(tmp_path):
     """The scenario's tpu runs recorded by --touch; then poll interval and co. (nothing), the checks' settings, one run's rate."""
     config = tpu_config()
@@ -109,12 +97,12 @@ def test_a_backend_knob_plans_no_training_and_a_learning_rate_only_its_run(tmp_p
     checks = run_snakemake(tmp_path, checked, *targets, *only, "-n")
     assert checks.returncode == 0, checks.stderr[-2000:]
     fits = sorted(f"run={run}" for run in runs)  # the checks again, but no training: a run takes them as ancient()
-    assert _train_jobs(checks.stdout) == {"train_fit": fits, "train_smoke": ["target=v6e-8-europe-west4-a"]}
+    assert dry_run_jobs(checks.stdout) == {"train_fit": fits, "train_smoke": ["target=v6e-8-europe-west4-a"]}
 
     config["training"]["runs"][1]["learning_rate"] = 0.002
     planned = run_snakemake(tmp_path, config, *targets, *only, "-n")
     assert planned.returncode == 0, planned.stderr[-2000:]
-    assert _train_jobs(planned.stdout) == {"train_run": [f"run={runs[1]}"]}
+    assert dry_run_jobs(planned.stdout) == {"train_run": [f"run={runs[1]}"]}
     assert "params have changed since last execution" in planned.stdout
 
 
@@ -147,10 +135,10 @@ def test_a_reference_revision_reruns_exactly_that_references_jobs(tmp_path, base
     config["evaluation"]["reference_models"][0]["revision"] = "bbbb"
     planned = run_snakemake(tmp_path, config, *targets, *only, "-n")
     assert planned.returncode == 0, planned.stderr[-2000:]
-    assert _train_jobs(planned.stdout) == {"eval_bits_per_byte": ["model=ref_model"], "eval_lm_eval": ["model=ref_model"]}
+    assert dry_run_jobs(planned.stdout) == {"eval_bits_per_byte": ["model=ref_model"], "eval_lm_eval": ["model=ref_model"]}
 
     config["evaluation"]["reference_models"][0]["revision"] = "aaaa"
     config["tokenizer_eval"]["references"][0]["revision"] = "bbbb"
     planned = run_snakemake(tmp_path, config, *targets, *only, "-n")
     assert planned.returncode == 0, planned.stderr[-2000:]
-    assert _train_jobs(planned.stdout) == {"tokenizer_eval": ["tokenizer=ref_tok"]}
+    assert dry_run_jobs(planned.stdout) == {"tokenizer_eval": ["tokenizer=ref_tok"]}

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import copy_workflow, snakemake_at_root
+from conftest import copy_workflow, dry_run_jobs, snakemake_at_root
 
 SENTINEL = "hf_SENTINEL_c0ffee_not_a_real_token"  # an HF_TOKEN that must reach no file
 # ' #' would start a YAML comment and ': ' a mapping in MaxText's own config parser (OmegaConf): paths must survive both
@@ -95,15 +95,12 @@ def planned_jobs(root: Path, config: dict) -> set[str]:
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     result = snakemake_at_root(root, "-n", *README_COMMAND, f"--configfile={path}")
     assert result.returncode == 0, result.stderr[-2000:]
-    jobs = set()
-    for block in re.split(r"\n(?=rule \w+:)", result.stdout):
-        if not (match := re.match(r"rule (\w+):", block)):
-            continue
-        wildcards = re.search(r"^    wildcards: (.*)$", block, re.MULTILINE)
-        if wildcards:  # the checkpoint jobs' key (a hash of the run's settings) left out: the tests name jobs by run and step
-            jobs.add(f"{match.group(1)}[{re.sub(r'key=[0-9a-f]{8}, ', '', wildcards.group(1))}]")
-        else:
-            jobs.add(match.group(1))
+    # the checkpoint jobs' key (a hash of the run's settings) left out: the tests name jobs by run and step
+    jobs = {
+        f"{rule}[{re.sub(r'key=[0-9a-f]{8}, ', '', line)}]" if line else rule
+        for rule, lines in dry_run_jobs(result.stdout).items()
+        for line in lines
+    }
     return jobs - {"all"}
 
 
