@@ -269,6 +269,17 @@ def test_lm_eval_results_have_acc_acc_norm_and_stderr_for_every_model(tiny, untr
         assert results["config"]["model_args"].startswith(f"pretrained={folder},")
         assert results["configs"]["arc_de"]["dataset_path"] == "json"  # the local data, with the upstream task's prompt
         assert results["configs"]["arc_de"]["doc_to_text"] == "query" and "samples" not in results
+    # trained against untrained on the generated task: both near chance on accuracy, but the paired comparison of the
+    # correct continuation's bits per byte over the same 40 items shows the trained model's lead as significant
+    from nanogerman.significance import compare_results
+    from nanogerman.suites import GOLD_BPB
+
+    found = compare_results([("tiny", "untrained")], {name: tmp_path / name / "lm_eval.json" for name in ("tiny", "untrained")})
+    gold = {c.task: c for c in found if c.metric == GOLD_BPB}
+    assert set(gold) == {"next_passage_de", "arc_de"}, found
+    lead = gold["next_passage_de"]
+    assert lead.items == 40 and lead.significant and lead.high < 0, lead  # fewer bits for the trained model
+    assert {c.metric for c in found if c.task == "next_passage_de"} == {"acc", "acc_norm", GOLD_BPB}
 
 
 @pytest.mark.slow

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +16,7 @@ from nanogerman.significance import (
     comparison_pairs,
     mcnemar_p,
     paired_comparison,
+    published_comparisons,
     unpaired_comparison,
     write_comparisons,
 )
@@ -55,6 +59,59 @@ def test_published_rows_without_items_use_an_unpaired_test_labelled_as_such():
     assert close.p_value > 0.5 and not close.significant and close.low < 0 < close.high
     far = unpaired_comparison("a", "b", "t", "acc", 0.30, 0.004, 0.25, 0.004)
     assert far.significant and far.p_value < 1e-10
+
+
+SEED_ROWS = Path(__file__).parent / "data" / "published" / "seed_nano.csv"
+
+
+def test_the_seeds_published_rows_show_no_significant_difference(tmp_path):
+    """The seed's four ablations as published (value ± stderr, tests/data/published): every one-setting pair, every
+    task and metric, compared unpaired and labelled so; none is significant, although the seed concluded from them
+    that the GPT-NeoX tokenizer is better. The same test does see LLaMmlein's hellaswag_de lead over a nano model."""
+    with SEED_ROWS.open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    found = published_comparisons(rows)
+    pairs = sorted({(c.first, c.second) for c in found})
+    assert pairs == [
+        ("nano_nanochat_lr4e-6", "nano_neox_lr4e-6"),
+        ("nano_nanochat_lr6e-6", "nano_nanochat_lr4e-6"),
+        ("nano_nanochat_lr6e-6", "nano_neox_lr6e-6"),
+        ("nano_neox_lr6e-6", "nano_neox_lr4e-6"),
+    ]
+    assert len(found) == 4 * 7  # seven task/metric columns per pair
+    assert {c.test for c in found} == {"unpaired z-test (value ± stderr)"} and all(c.items is None for c in found)
+    assert not [c for c in found if c.significant], [c for c in found if c.significant]
+    write_comparisons(found, tmp_path / "c.md", tmp_path / "c.csv")
+    table = [line for line in (tmp_path / "c.md").read_text(encoding="utf-8").splitlines() if line.startswith("| nano_")]
+    assert len(table) == 28 and all("| unpaired z-test (value ± stderr) | no |" in line for line in table)
+    scores = {(row["name"], row["task"], row["metric"]): row for row in rows}
+    a, b = scores[("llaemmlein_120m", "hellaswag_de", "acc")], scores[("nano_neox_lr6e-6", "hellaswag_de", "acc")]
+    lead = unpaired_comparison(
+        "llaemmlein_120m",
+        "nano_neox_lr6e-6",
+        "hellaswag_de",
+        "acc",
+        *(float(row[key]) for row in (a, b) for key in ("value", "stderr")),
+    )
+    assert lead.significant and lead.p_value < 1e-6
+
+
+def test_gold_bits_per_byte_reads_the_correct_answers_log_likelihood():
+    from nanogerman.suites import GOLD_BPB, gold_bits_per_byte, item_scores
+
+    sample = {
+        "doc_id": 0,
+        "target": 1,
+        "arguments": [("Frage:", " nein"), ("Frage:", " grün")],
+        "filtered_resps": [(-3.0, False), (-7.0, True)],
+        "acc": 0.0,
+    }
+    assert gold_bits_per_byte(sample) == pytest.approx(7.0 / math.log(2) / len(" grün".encode()))
+    assert gold_bits_per_byte({**sample, "target": "grün"}) == gold_bits_per_byte(sample)  # gold given as its text
+    for broken in ({"target": [0, 1]}, {"target": 2}, {"target": "vielleicht"}, {"filtered_resps": [(-3.0, False)]}):
+        assert gold_bits_per_byte({**sample, **broken}) is None, broken
+    kept = item_scores({"t": [{**sample, "doc_id": 1}, sample], "u": [{**sample, "target": [0]}]})
+    assert kept["t"]["doc_id"] == [0, 1] and len(kept["t"][GOLD_BPB]) == 2 and GOLD_BPB not in kept["u"]
 
 
 def test_pairs_differ_in_exactly_one_setting():

@@ -9,6 +9,10 @@
   error), a two-sided z-test on the difference, labelled ``unpaired`` in the table.
 - :func:`comparison_pairs`: the pairs the config compares: training runs that differ in exactly
   one of ``tokenizer`` and ``learning_rate``.
+- :func:`published_comparisons`: the same pairs among published rows (value ± stderr, no items).
+
+Besides accuracy, :func:`compare_results` compares the per-item bits per byte of the correct answer
+(:data:`nanogerman.suites.GOLD_BPB`, lower is better), which separates models that are both at chance.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import numpy as np
 
 from nanogerman.atomic import atomic_path
 from nanogerman.errors import StageError
+from nanogerman.suites import GOLD_BPB
 
 COMPARED_SETTINGS = ("tokenizer", "learning_rate")
 
@@ -154,6 +159,27 @@ def comparison_pairs(runs: Sequence[dict]) -> list[tuple[str, str]]:
     return pairs
 
 
+def published_comparisons(rows: Sequence[dict]) -> list[Comparison]:
+    """Unpaired comparisons of published rows (``name``, ``tokenizer``, ``learning_rate``, ``task``, ``metric``,
+    ``value``, ``stderr``) for the pairs :func:`comparison_pairs` finds among their models, per task and metric."""
+    models: dict[str, dict] = {}
+    scores: dict[tuple[str, str, str], dict] = {}
+    for row in rows:
+        models.setdefault(row["name"], {key: row.get(key) for key in ("name", *COMPARED_SETTINGS)})
+        scores[(row["name"], row["task"], row["metric"])] = row
+    found = []
+    for first, second in comparison_pairs(list(models.values())):
+        for (name, task, metric), a in scores.items():
+            b = scores.get((second, task, metric))
+            if name == first and b is not None:
+                found.append(
+                    unpaired_comparison(
+                        first, second, task, metric, float(a["value"]), float(a["stderr"]), float(b["value"]), float(b["stderr"])
+                    )
+                )
+    return found
+
+
 COLUMNS = ("first", "second", "task", "metric", "difference", "low", "high", "p_value", "items", "test", "significant")
 
 
@@ -175,6 +201,13 @@ def write_comparisons(comparisons: Sequence[Comparison], markdown_out: str | Pat
             f"[{number(c.low)}, {number(c.high)}] | {number(c.p_value, '{:.3g}')} | {c.items or '–'} | {c.test} | "
             f"{'yes' if c.significant else 'no'} |"
         )
+    if any(c.metric == GOLD_BPB for c in comparisons):
+        lines += [
+            "",
+            f"{GOLD_BPB}: bits per byte each model spends on the correct answer's text given the prompt, per item "
+            "(lower is better, so a negative difference favours the first model). It separates models that are both at "
+            "chance on accuracy, and measures how well they model the answer text, not whether they can do the task.",
+        ]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(COLUMNS)
@@ -191,7 +224,7 @@ def compare_results(
     pairs: Sequence[tuple[str, str]],
     results: dict[str, str | Path],
     *,
-    metrics: Sequence[str] = ("acc", "acc_norm"),
+    metrics: Sequence[str] = ("acc", "acc_norm", GOLD_BPB),
     iterations: int = 10_000,
     seed: int = 1234,
 ) -> list[Comparison]:

@@ -16,12 +16,13 @@
   (truthfulqa_de_mc2). A group's is the size-weighted mean of its subtasks'.
 - :func:`leaf_tasks`: lm-eval's task objects of tasks and groups, groups opened to their subtasks.
 - :func:`item_scores`: lm-eval's per-item scores (from ``log_samples``), kept compact for
-  paired comparisons between models.
+  paired comparisons between models, plus :func:`gold_bits_per_byte` for multiple-choice items.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -192,8 +193,40 @@ def chance_levels(results: dict, samples: dict) -> dict[str, dict[str, float | N
     return found
 
 
+GOLD_BPB = "gold_bits_per_byte"  # per item: bits per UTF-8 byte the model spends on the correct answer (lower is better)
+
+
+def gold_bits_per_byte(sample: dict) -> float | None:
+    """Bits per byte of a multiple-choice item's correct continuation given its prompt, from lm-eval's logged sample.
+
+    The sample's ``arguments`` are (context, continuation) per choice and its ``filtered_resps``
+    (log-likelihood, is greedy) per choice; ``target`` is the gold index or the gold choice's text.
+    None where that is not the shape (not multiple choice, several gold answers, mutual-information
+    requests, an empty continuation). Unlike accuracy it moves with every bit of language modelling,
+    so it separates models that both sit at chance; it measures the answer's text, not the task's skill.
+    """
+    arguments, responses, target = sample.get("arguments"), sample.get("filtered_resps"), sample.get("target")
+    if not arguments or not responses or len(arguments) != len(responses) or isinstance(target, (list, tuple)):
+        return None
+    try:
+        continuations = [str(argument[1]) for argument in arguments]
+        likelihoods = [float(response[0]) for response in responses]
+    except (TypeError, IndexError, ValueError):
+        return None
+    if isinstance(target, str):
+        matches = [index for index, text in enumerate(continuations) if text.strip() == target.strip()]
+        target = matches[0] if len(matches) == 1 else None
+    if not isinstance(target, int) or isinstance(target, bool) or not 0 <= target < len(continuations):
+        return None
+    size = len(continuations[target].encode("utf-8"))
+    if not size or not math.isfinite(likelihoods[target]):
+        return None
+    return -likelihoods[target] / math.log(2) / size
+
+
 def item_scores(samples: dict) -> dict[str, dict]:
-    """{task: {"doc_id": [...], metric: [...]}}: lm-eval's per-item values of :data:`ITEM_METRICS`, in doc order."""
+    """{task: {"doc_id": [...], metric: [...]}}: lm-eval's per-item values of :data:`ITEM_METRICS`, in doc order,
+    and :data:`GOLD_BPB` where every item of the task has one."""
     kept = {}
     for task, items in samples.items():
         ordered = sorted(items, key=lambda item: item["doc_id"])
@@ -201,6 +234,9 @@ def item_scores(samples: dict) -> dict[str, dict]:
         for metric in ITEM_METRICS:
             if ordered and metric in ordered[0]:
                 entry[metric] = [item[metric] for item in ordered]
+        gold = [gold_bits_per_byte(item) for item in ordered]
+        if gold and all(value is not None for value in gold):
+            entry[GOLD_BPB] = gold
         kept[task] = entry
     return kept
 
