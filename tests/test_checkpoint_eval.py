@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 
 import pytest
 import yaml
-from conftest import REPO, VENV_BIN, default_config
+from conftest import REPO, VENV_BIN, default_config, dry_run_jobs
 
 from nanogerman.checkpoint_eval import curve_flags, intermediate_steps, intermediate_tasks, result_rows, saved_steps, tokens_seen
 from nanogerman.config import ConfigError, validate_config
@@ -153,8 +152,7 @@ def planned_jobs(workdir) -> dict[str, int]:
     env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    table = result.stdout.split("Job stats:", 1)[1].split("total", 1)[0]
-    return {name: int(count) for name, count in re.findall(r"^(\w+)\s+(\d+)$", table, flags=re.M)}
+    return {rule: len(jobs) for rule, jobs in dry_run_jobs(result.stdout).items()}
 
 
 def test_a_run_trained_further_evaluates_only_its_new_checkpoint(tmp_path):
