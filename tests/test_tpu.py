@@ -29,12 +29,13 @@ import gcloud_emulator
 import pytest
 import yaml
 from conftest import REPO, SAMPLE_DIR, stub_run_inputs
+from tpu_controller import run_job
 
 from nanogerman import tpu_env, tpu_gcloud, tpu_worker
 from nanogerman.config import ConfigError, validate_config
 from nanogerman.job import RunInputs, prepare_job
 from nanogerman.tpu_records import TpuError, controller_lock, run_verdict
-from nanogerman.training import TrainingError, checkpoint_base, committed_steps, plan_run, train_run
+from nanogerman.training import TrainingError, checkpoint_base, committed_steps, plan_run
 
 pytestmark = pytest.mark.tpu
 
@@ -196,18 +197,6 @@ def emulated(tmp_path, monkeypatch):
         monkeypatch.setenv(name, value)
     yield project
     gcloud_emulator.cleanup(project.state)
-
-
-def run_job(job: dict) -> dict:
-    return train_run(
-        plan_run(job["config"], job["run"]),
-        dataset_manifest=job["dataset"],
-        tokenizer_dir=job["tokenizer"],
-        checkpoint_dir=job["training"]["checkpoint_dir"],
-        results_dir=job["results"],
-        manifest_out=job["manifest"],
-        metrics_out=job["metrics"],
-    )
 
 
 def run_dir(job: dict) -> Path:

@@ -1,6 +1,7 @@
 """Runs one tpu training job in its own process, as Snakemake's job would: ``python tpu_controller.py ARGS.json``.
 
 The tests kill it with SIGKILL mid-run to play a controller that dies (a laptop going to sleep).
+:func:`run_job` is also how tests/test_tpu.py runs a job in its own process.
 """
 
 import json
@@ -9,15 +10,20 @@ import sys
 
 from nanogerman.training import plan_run, train_run
 
+
+def run_job(job: dict) -> dict:
+    """The training job ``job`` describes (config, run, dataset, tokenizer, training, results, manifest, metrics)."""
+    return train_run(
+        plan_run(job["config"], job["run"]),
+        dataset_manifest=job["dataset"],
+        tokenizer_dir=job["tokenizer"],
+        checkpoint_dir=job["training"]["checkpoint_dir"],
+        results_dir=job["results"],
+        manifest_out=job["manifest"],
+        metrics_out=job["metrics"],
+    )
+
+
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stdout)
-    spec = json.loads(open(sys.argv[1], encoding="utf-8").read())
-    train_run(
-        plan_run(spec["config"], spec["run"]),
-        dataset_manifest=spec["dataset"],
-        tokenizer_dir=spec["tokenizer"],
-        checkpoint_dir=spec["training"]["checkpoint_dir"],
-        results_dir=spec["results"],
-        manifest_out=spec["manifest"],
-        metrics_out=spec["metrics"],
-    )
+    run_job(json.loads(open(sys.argv[1], encoding="utf-8").read()))
