@@ -33,6 +33,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPO, SAMPLE_DIR
+from tiny_model import tiny_run
 
 from nanogerman.preemption import train_flops_per_step
 from nanogerman.training import committed_steps, read_jsonl
@@ -51,21 +52,7 @@ def run_config() -> dict:
         "training": {
             "backend": "local",
             "local": {"hardware": "cpu", "devices": 1},
-            "defaults": {
-                "model": "config/models/nano-german-tiny.yml",
-                "learning_rate": 3.0e-3,
-                "steps": STEPS,
-                "per_device_batch_size": 8,
-                "max_target_length": 256,
-                "packing": True,
-                "checkpoint_period": PERIOD,
-                "epochs": 100,
-                "dtype": "float32",
-                "seed": 0,
-                # grain_worker_count 0: Grain reads in MaxText's process (as tests/tiny_model.py); a worker process
-                # would re-import JAX and MaxText on every start, doubling the test's time
-                "extra": {"base_emb_dim": 64, "base_mlp_dim": 128, "head_dim": 16, "grain_worker_count": 0},
-            },
+            "defaults": tiny_run(STEPS, PERIOD, per_device_batch_size=8, max_target_length=256, packing=True, seed=0),
             "runs": [{"name": "once", "tokenizer": "tok"}],
         },
     }

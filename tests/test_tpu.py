@@ -29,6 +29,7 @@ import gcloud_emulator
 import pytest
 import yaml
 from conftest import REPO, SAMPLE_DIR, stub_run_inputs
+from tiny_model import tiny_run
 from tpu_controller import run_job
 
 from nanogerman import tpu_env, tpu_gcloud, tpu_worker
@@ -98,17 +99,13 @@ def tpu_config(steps: int, checkpoint_period: int) -> dict:
                     "poll_seconds": 0.3,
                     "heartbeat_seconds": 0.3,
                 },
-                "defaults": {
-                    "model": str(REPO / "config" / "models" / "nano-german-tiny.yml"),
-                    "learning_rate": 3e-3,
-                    "steps": steps,
-                    "global_batch_size": 2,
-                    "max_target_length": 64,
-                    "checkpoint_period": checkpoint_period,
-                    "epochs": 100,
-                    "dtype": "float32",
-                    "extra": {"base_emb_dim": 64, "base_mlp_dim": 128, "head_dim": 16, "grain_worker_count": 0},
-                },
+                "defaults": tiny_run(
+                    steps,
+                    checkpoint_period,
+                    model=str(REPO / "config" / "models" / "nano-german-tiny.yml"),
+                    global_batch_size=2,
+                    max_target_length=64,
+                ),
                 "runs": [{"name": "demo", "tokenizer": "tok"}],
             },
         }

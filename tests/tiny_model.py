@@ -40,6 +40,21 @@ class TinyModel:
 _BUILT: dict[Path, TinyModel] = {}
 
 
+def tiny_run(steps: int, checkpoint_period: int, **settings) -> dict:
+    """``training.defaults`` of a tiny MaxText run: nano-german-tiny shrunk to 64 wide, float32, Grain in MaxText's
+    process (a worker process would re-import JAX and MaxText on every start); ``settings`` add or override."""
+    return {
+        "model": "config/models/nano-german-tiny.yml",
+        "learning_rate": 3.0e-3,
+        "steps": steps,
+        "checkpoint_period": checkpoint_period,
+        "epochs": 100,
+        "dtype": "float32",
+        "extra": {"base_emb_dim": 64, "base_mlp_dim": 128, "head_dim": 16, "grain_worker_count": 0},
+        **settings,
+    }
+
+
 def training_config(root: Path) -> dict:
     return {
         "results_dir": str(root / "results"),
@@ -47,19 +62,7 @@ def training_config(root: Path) -> dict:
         "training": {
             "backend": "local",
             "local": {"hardware": "cpu", "devices": 1},
-            "defaults": {
-                "model": "config/models/nano-german-tiny.yml",
-                "learning_rate": 3.0e-3,
-                "steps": STEPS,
-                "per_device_batch_size": 2,
-                "max_target_length": 128,
-                "packing": True,
-                "checkpoint_period": STEPS,
-                "epochs": 100,
-                "dtype": "float32",
-                "seed": 0,
-                "extra": {"base_emb_dim": 64, "base_mlp_dim": 128, "head_dim": 16, "grain_worker_count": 0},
-            },
+            "defaults": tiny_run(STEPS, STEPS, per_device_batch_size=2, max_target_length=128, packing=True, seed=0),
             "runs": [{"name": RUN, "tokenizer": TOKENIZER}],
         },
     }
