@@ -53,6 +53,13 @@ def report_checkpoint_curves():
     )
 
 
+def report_comparisons():
+    """The comparisons table (rules/significance.smk), where the config compares runs."""
+    if "comparison_outputs" not in globals():
+        return []
+    return [path for path in comparison_outputs() if path.endswith(".md")]
+
+
 def report_outputs():
     return [f"{REPORT}/overview.md", f"{REPORT}/overview.html"]
 
@@ -74,6 +81,7 @@ rule results_report:
             contamination_results() if "contamination_results" in globals() else []
         ),
         checkpoints=lambda wildcards: report_checkpoint_curves(),
+        comparisons=lambda wildcards: report_comparisons(),
     output:
         overview_html=report(
             f"{REPORT}/overview.html",

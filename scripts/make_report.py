@@ -18,6 +18,7 @@ def main(snakemake):
         plots_dir=snakemake.params.plots_dir,
         commit=git_commit(snakemake.params.project_root),
         contamination=list(snakemake.input.contamination),
+        comparisons=list(snakemake.input.comparisons),
     )
 
 

@@ -14,6 +14,7 @@ from nanogerman.significance import (
     bootstrap_interval,
     compare_results,
     comparison_pairs,
+    comparisons_section,
     mcnemar_p,
     paired_comparison,
     published_comparisons,
@@ -206,3 +207,11 @@ def test_best_lead_needs_two_scores_and_data_to_test():
         [("a", Score(3.1, 0.1), None), ("b", Score(3.0, 0.1), None)], "bpb", "bits_per_byte", higher_is_better=False
     )
     assert (lower.first, lower.second, lower.test) == ("b", "a", "unpaired z-test (value ± stderr)")
+
+
+def test_the_report_section_holds_the_comparisons_table_as_written(tmp_path):
+    found = [unpaired_comparison("a", "b", "arc_de", "acc", 0.30, 0.01, 0.25, 0.01)]
+    write_comparisons(found, tmp_path / "c.md", tmp_path / "c.csv")
+    section = comparisons_section([tmp_path / "c.md"])
+    assert section.startswith("\n## Comparisons\n") and (tmp_path / "c.md").read_text().strip() in section
+    assert comparisons_section([]) == ""

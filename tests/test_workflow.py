@@ -66,6 +66,9 @@ def test_default_workflow_end_to_end(default_run):
         assert len(evaluated) == 1 and not (evaluated[0].parent / "step_150" / "hf").exists()  # the export deleted
     overview = (results / "report" / "overview.md").read_text()
     assert "worse than uniform" not in overview and "overfitting" not in overview and "no improvement" not in overview
+    comparisons = (results / "eval" / "comparisons.md").read_text().strip()
+    assert "\n## Comparisons\n" in overview and comparisons in overview  # the two runs differ in their tokenizer
+    assert "| tiny_nanochat | tiny_neox | next_passage_de | gold_bits_per_byte |" in comparisons
     again = snakemake_at_root(root, "-n", *README_COMMAND)
     assert "Nothing to be done" in again.stdout + again.stderr
 

@@ -85,6 +85,7 @@ def write_report(
     plots_dir: str | Path,
     commit: str | None = None,
     contamination: Sequence[str | Path] = (),
+    comparisons: Sequence[str | Path] = (),
 ) -> dict:
     """Read every input, write every table, page and plot; returns the provenance record."""
 
@@ -104,6 +105,7 @@ def write_report(
     ]
     models = assemble_models(run_list, evaluations)
     from nanogerman.contamination import contamination_section
+    from nanogerman.significance import comparisons_section
     from nanogerman.suites import recorded_chances, task_notes
 
     settings = replace(
@@ -120,9 +122,8 @@ def write_report(
     flags = settings.flags
 
     page = markdown_report(models, columns, run_list, tokenizer_results, settings, commit)
-    page += "".join(f"\n{note}\n" for note in task_notes([column.task for column in columns])) + contamination_section(
-        contamination, found_tasks(models)
-    )
+    page += "".join(f"\n{note}\n" for note in task_notes([column.task for column in columns]))
+    page += contamination_section(contamination, found_tasks(models)) + comparisons_section(comparisons)
     write_text(outputs["overview_md"], page)
     write_text(outputs["overview_html"], markdown_to_html(page))
     write_csv(outputs["overview_csv"], overview_frame(models, columns, flags, commit))
@@ -145,6 +146,7 @@ def write_report(
         *(path for paths in evaluations.values() for path in paths),
         *tokenizers,
         *contamination,
+        *comparisons,
         *checkpoint_curves,
     ]
     record = {

@@ -220,6 +220,18 @@ def write_comparisons(comparisons: Sequence[Comparison], markdown_out: str | Pat
         temporary.write_text(buffer.getvalue(), encoding="utf-8")
 
 
+def comparisons_section(paths: Sequence[str | Path]) -> str:
+    """The report's ``Comparisons`` section: the comparisons table (:func:`write_comparisons`'s Markdown) as written."""
+    tables = [Path(path).read_text(encoding="utf-8").strip() for path in paths]
+    if not any(tables):
+        return ""
+    return (
+        "\n## Comparisons\n\nPer task, each pair of runs that differ in one setting (tokenizer or learning rate): the "
+        "difference (first minus second), its 95 % interval and p-value over the same items "
+        "(results/eval/comparisons.csv).\n\n" + "\n\n".join(table for table in tables if table) + "\n"
+    )
+
+
 def compare_results(
     pairs: Sequence[tuple[str, str]],
     results: dict[str, str | Path],
