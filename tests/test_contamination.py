@@ -94,7 +94,7 @@ def test_ngram_hashes_match_a_token_by_token_reference():
     """Distinct tokens are hashed once and looked up: the same hashes as hashing every token on its own."""
     from nanogerman.contamination import _MULTIPLIER, _token_hashes
 
-    texts = ["die Katze und die Maus und die Katze", "", "Maus und Katze und die Maus"]
+    texts = ["die Katze und die Maus und die Katze", "", " \tMaus und Katze und die Maus\n", "   "]  # no empty tokens
     grams, owners = text_ngrams(texts, 3)
     expected, expected_owners = [], []
     for number, text in enumerate(texts):
