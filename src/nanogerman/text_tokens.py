@@ -125,9 +125,9 @@ def batch_tokens(texts: pa.Array) -> tuple[pa.Array, np.ndarray]:
     offsets -= offsets[0]
     tokens = pc.list_flatten(lists)
     # Unlike str.split, pyarrow's splits yield empty tokens for whitespace at either end of a text: drop them.
-    token_offsets, _ = utf8_buffers(tokens)
-    kept = np.diff(token_offsets) > 0
-    if kept.all():
+    lengths = pc.binary_length(tokens)
+    if len(tokens) == 0 or pc.min(lengths).as_py() > 0:
         return tokens, offsets
+    kept = lengths.to_numpy() > 0
     kept_before = np.concatenate(([0], np.cumsum(kept)))
     return tokens.filter(pa.array(kept)), kept_before[offsets]
