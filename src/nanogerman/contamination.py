@@ -43,7 +43,7 @@ _LOW_BYTES = np.array([(1 << (8 * k)) - 1 for k in range(9)], dtype=np.uint64)  
 # Changes whenever the hash values do; the contamination rules pass it as a parameter, so that n-grams hashed by an
 # older version are computed again instead of being compared with new ones.
 HASH_VERSION = 2
-_BLOCK = 1 << 15  # n-gram positions hashed at a time (256 KiB of hashes)
+_BLOCK = 1 << 14  # tokens or n-gram positions hashed at a time (128 KiB of hashes)
 
 
 class ContaminationError(StageError):
@@ -70,24 +70,30 @@ def _string_hashes(strings) -> np.ndarray:
     if len(strings) == 0:
         return np.empty(0, dtype=np.uint64)
     offsets, data = utf8_buffers(strings)
-    starts, lengths = offsets[:-1] - offsets[0], np.diff(offsets)
     padded = np.zeros(offsets[-1] - offsets[0] + 8, dtype=np.uint8)
     padded[: len(padded) - 8] = data[offsets[0] : offsets[-1]]
     words = np.ndarray(len(padded) - 7, dtype="<u8", buffer=padded, strides=(1,))  # words[i]: the 8 bytes from byte i
+    hashes = np.empty(len(strings), dtype=np.uint64)
     with np.errstate(over="ignore"):
-        value = lengths.astype(np.uint64) ^ (words[starts] & _LOW_BYTES[np.minimum(lengths, 8)])
-        value *= _WORD_MULTIPLIER
-        rows, done = np.flatnonzero(lengths > 8), 8
-        while len(rows):  # the strings longer than ``done`` bytes: their next word
-            word = words[starts[rows] + done] & _LOW_BYTES[np.minimum(lengths[rows] - done, 8)]
-            value[rows] = (value[rows] ^ word) * _WORD_MULTIPLIER
-            done += 8
-            rows = rows[lengths[rows] > done]
-        value ^= value >> np.uint64(30)
-        value *= np.uint64(0xBF58476D1CE4E5B9)
-        value ^= value >> np.uint64(27)
-        value *= np.uint64(0x94D049BB133111EB)
-        return value ^ (value >> np.uint64(31))
+        for begin in range(0, len(strings), _BLOCK):  # a cache-sized block at a time, as in _ngram_hashes
+            bounds = offsets[begin : begin + _BLOCK + 1]
+            starts, lengths = bounds[:-1] - offsets[0], np.diff(bounds)
+            value = hashes[begin : begin + len(starts)]
+            np.bitwise_and(words[starts], _LOW_BYTES[np.minimum(lengths, 8)], out=value)
+            value ^= lengths.astype(np.uint64)
+            value *= _WORD_MULTIPLIER
+            rows, done = np.flatnonzero(lengths > 8), 8
+            while len(rows):  # the strings longer than ``done`` bytes: their next word
+                word = words[starts[rows] + done] & _LOW_BYTES[np.minimum(lengths[rows] - done, 8)]
+                value[rows] = (value[rows] ^ word) * _WORD_MULTIPLIER
+                done += 8
+                rows = rows[lengths[rows] > done]
+            value ^= value >> np.uint64(30)
+            value *= np.uint64(0xBF58476D1CE4E5B9)
+            value ^= value >> np.uint64(27)
+            value *= np.uint64(0x94D049BB133111EB)
+            value ^= value >> np.uint64(31)
+    return hashes
 
 
 def _distinct(values: np.ndarray) -> np.ndarray:
@@ -109,7 +115,7 @@ def _ngram_hashes(token_hashes: np.ndarray, starts: np.ndarray, ends: np.ndarray
         return np.empty(0, dtype=np.uint64)
     combined = np.empty(count, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        # In place and a cache-sized block at a time: about 2.5 times faster than whole-array arithmetic.
+        # In place and a cache-sized block at a time: about 2.5 times faster here than whole-array arithmetic.
         for begin in range(0, count, _BLOCK):
             end = min(begin + _BLOCK, count)
             block = combined[begin:end]
