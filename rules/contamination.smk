@@ -5,6 +5,7 @@
 
 from nanogerman.suites import configured_tasks as _contamination_tasks_of
 
+from nanogerman.contamination import HASH_VERSION as _NGRAM_HASH_VERSION
 from nanogerman.offline_tasks import NextPassageSpec as _NextPassageSpec
 
 CONTAMINATION = f"{RESULTS}/contamination"
@@ -66,6 +67,7 @@ rule contamination_shard:
         f"{RESULTS}/benchmarks/contamination/{{shard}}.tsv"
     params:
         n=lambda wildcards: config["evaluation"]["contamination"]["n"],
+        hashing=_NGRAM_HASH_VERSION,  # a new hash version recomputes the n-grams
     script:
         "../scripts/contamination_shard.py"
 
@@ -108,6 +110,7 @@ rule contamination_task:
         ),
     params:
         n=lambda wildcards: config["evaluation"]["contamination"]["n"],
+        hashing=_NGRAM_HASH_VERSION,
         local_data=lambda wildcards: {  # this task's own local data, if any: another task's folder changes nothing here
             task: folder
             for task, folder in config["evaluation"]["local_data"].items()

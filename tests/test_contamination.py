@@ -94,7 +94,7 @@ def test_ngram_hashes_match_a_token_by_token_reference():
     """Distinct tokens are hashed once and looked up: the same hashes as hashing every token on its own."""
     from nanogerman.contamination import _MULTIPLIER, _token_hashes
 
-    texts = ["die Katze und die Maus und die Katze", "", "Maus und Katze und die Maus"]
+    texts = ["die Katze und die Maus und die Katze", "", " \tMaus und Katze und die Maus\n", "   "]  # no empty tokens
     grams, owners = text_ngrams(texts, 3)
     expected, expected_owners = [], []
     for number, text in enumerate(texts):
@@ -106,3 +106,21 @@ def test_ngram_hashes_match_a_token_by_token_reference():
             expected.append(value)
             expected_owners.append(number)
     assert grams.tolist() == expected and owners.tolist() == expected_owners
+
+
+def test_token_hashes_follow_their_definition():
+    """8 UTF-8 bytes at a time, xor-ed into the length and multiplied, then splitmix64: checked with Python integers."""
+    from nanogerman.contamination import _WORD_MULTIPLIER, _token_hashes
+
+    def reference(token: str) -> int:
+        data, mask = token.encode("utf-8"), 2**64 - 1
+        value = len(data)
+        for start in range(0, max(len(data), 1), 8):
+            value = ((value ^ int.from_bytes(data[start : start + 8], "little")) * int(_WORD_MULTIPLIER)) & mask
+        value = ((value ^ (value >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        value = ((value ^ (value >> 27)) * 0x94D049BB133111EB) & mask
+        return value ^ (value >> 31)
+
+    tokens = ["", "a", "apfel", "äpfelchen", "12345678", "123456789", "donaudampfschifffahrtsgesellschaft", "ǆ€🙂" * 7]
+    assert _token_hashes(tokens).tolist() == [reference(token) for token in tokens]
+    assert len(set(_token_hashes(tokens).tolist())) == len(tokens)

@@ -4,11 +4,12 @@ A text's n-grams are runs of ``n`` whitespace tokens (13 by default) after NFKC
 normalization and lowercasing, each hashed to 64 bits. Three steps, one job each:
 
 - :func:`shard_ngrams`: the distinct n-gram hashes of one training shard (``.npy``, sorted).
-  Vectorized with pyarrow and numpy: the shard's texts are normalized and lowercased by Python
-  and split at whitespace by pyarrow; the distinct tokens (pyarrow's dictionary encoding) are
-  hashed all at once (a byte polynomial with a splitmix64 finalizer, over pyarrow's buffers); the n-gram
+  Vectorized with pyarrow and numpy: the shard's texts are normalized, lowercased and split at
+  whitespace a batch at a time (:mod:`nanogerman.text_tokens`); all tokens are hashed at once
+  over pyarrow's buffers (8 UTF-8 bytes at a time, then a splitmix64 finalizer); the n-gram
   hashes are a polynomial over the token hashes, computed for all positions at once, and
-  n-grams that would cross from one document into the next are dropped.
+  n-grams that would cross from one document into the next are dropped; the shard's n-grams are
+  sorted once at the end.
 - :func:`merge_ngrams`: the union over all shards.
 - :func:`task_contamination`: for every evaluation document of a task (its question, i.e.
   the prompt or lm-eval's decontamination query, together with the correct answer), whether
@@ -31,12 +32,18 @@ import numpy as np
 from nanogerman.atomic import atomic_path, write_json
 from nanogerman.errors import StageError
 from nanogerman.text_column import TEXT_COLUMN, parquet_text_batches
+from nanogerman.text_tokens import batch_tokens, utf8_buffers
 
 log = logging.getLogger(__name__)
 
 DEFAULT_N = 13
 _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # odd: the n-gram polynomial's base (mod 2^64)
-_BYTE_BASE = np.uint64(0x100000001B3)  # odd: the byte polynomial's base (FNV's prime)
+_WORD_MULTIPLIER = np.uint64(0xD6E8FEB86659FD93)  # odd: mixes each 8-byte word of a token into its hash
+_LOW_BYTES = np.array([(1 << (8 * k)) - 1 for k in range(9)], dtype=np.uint64)  # masks keeping a word's low k bytes
+# Changes whenever the hash values do; the contamination rules pass it as a parameter, so that n-grams hashed by an
+# older version are computed again instead of being compared with new ones.
+HASH_VERSION = 2
+_BLOCK = 1 << 14  # tokens or n-gram positions hashed at a time (128 KiB of hashes)
 
 
 class ContaminationError(StageError):
@@ -56,38 +63,49 @@ def _token_hashes(tokens: Sequence[str]) -> np.ndarray:
 
 
 def _string_hashes(strings) -> np.ndarray:
-    """64-bit hashes of the non-null strings of a pyarrow string array, all at once: a polynomial over each string's
-    UTF-8 bytes (mod 2^64), then a splitmix64 finalizer so that similar strings land far apart."""
-    import pyarrow as pa
-
+    """64-bit hashes of the strings of a pyarrow string array, all at once. Starting from a string's length in bytes,
+    each 8 bytes of its UTF-8 (a little-endian word, zero-padded at the end) are xor-ed into the value, which is then
+    multiplied by an odd constant (mod 2^64); a splitmix64 finalizer makes similar strings land far apart. Every step
+    is invertible, so strings of up to 8 bytes never collide."""
     if len(strings) == 0:
         return np.empty(0, dtype=np.uint64)
-    _, offset_buffer, data_buffer = strings.buffers()
-    width = np.int64 if pa.types.is_large_string(strings.type) else np.int32
-    offsets = np.frombuffer(offset_buffer, dtype=width)[strings.offset : strings.offset + len(strings) + 1].astype(np.int64)
-    data = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0] : offsets[-1]].astype(np.uint64)
-    starts, lengths = offsets[:-1] - offsets[0], np.diff(offsets)
-    if not len(data):
-        return np.zeros(len(strings), dtype=np.uint64)
-    positions = np.arange(len(data)) - np.repeat(starts, lengths)
+    offsets, data = utf8_buffers(strings)
+    padded = np.zeros(offsets[-1] - offsets[0] + 8, dtype=np.uint8)
+    padded[: len(padded) - 8] = data[offsets[0] : offsets[-1]]
+    words = np.ndarray(len(padded) - 7, dtype="<u8", buffer=padded, strides=(1,))  # words[i]: the 8 bytes from byte i
+    hashes = np.empty(len(strings), dtype=np.uint64)
     with np.errstate(over="ignore"):
-        powers = np.ones(int(lengths.max()), dtype=np.uint64)  # 1, B, B^2, … (mod 2^64)
-        powers[1:] = np.cumprod(np.full(len(powers) - 1, _BYTE_BASE, dtype=np.uint64))
-        sums = np.zeros(len(strings), dtype=np.uint64)
-        nonempty = lengths > 0
-        sums[nonempty] = np.add.reduceat(data * powers[positions], starts[nonempty])
-        value = sums + lengths.astype(np.uint64)
-        value = (value ^ (value >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        value = (value ^ (value >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return value ^ (value >> np.uint64(31))
+        for begin in range(0, len(strings), _BLOCK):  # a cache-sized block at a time, as in _ngram_hashes
+            bounds = offsets[begin : begin + _BLOCK + 1]
+            starts, lengths = bounds[:-1] - offsets[0], np.diff(bounds)
+            value = hashes[begin : begin + len(starts)]
+            np.bitwise_and(words[starts], _LOW_BYTES[np.minimum(lengths, 8)], out=value)
+            value ^= lengths.astype(np.uint64)
+            value *= _WORD_MULTIPLIER
+            rows, done = np.flatnonzero(lengths > 8), 8
+            while len(rows):  # the strings longer than ``done`` bytes: their next word
+                word = words[starts[rows] + done] & _LOW_BYTES[np.minimum(lengths[rows] - done, 8)]
+                value[rows] = (value[rows] ^ word) * _WORD_MULTIPLIER
+                done += 8
+                rows = rows[lengths[rows] > done]
+            value ^= value >> np.uint64(30)
+            value *= np.uint64(0xBF58476D1CE4E5B9)
+            value ^= value >> np.uint64(27)
+            value *= np.uint64(0x94D049BB133111EB)
+            value ^= value >> np.uint64(31)
+    return hashes
 
 
 def _distinct(values: np.ndarray) -> np.ndarray:
-    """Sorted distinct values (sort and drop repeats: several times faster than numpy 2.5's ``np.unique`` here)."""
-    ordered = np.sort(values)
-    if len(ordered) < 2:
-        return ordered
-    return ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))]
+    """Sorted distinct values (sort and drop repeats: several times faster than numpy 2.5's ``np.unique`` here).
+    Sorts ``values`` in place."""
+    values.sort()
+    if len(values) < 2:
+        return values
+    keep = np.empty(len(values), dtype=bool)
+    keep[0] = True
+    np.not_equal(values[1:], values[:-1], out=keep[1:])
+    return values[keep]
 
 
 def _ngram_hashes(token_hashes: np.ndarray, starts: np.ndarray, ends: np.ndarray, n: int) -> np.ndarray:
@@ -95,10 +113,16 @@ def _ngram_hashes(token_hashes: np.ndarray, starts: np.ndarray, ends: np.ndarray
     count = len(token_hashes) - n + 1
     if count <= 0:
         return np.empty(0, dtype=np.uint64)
+    combined = np.empty(count, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        combined = token_hashes[:count].copy()
-        for offset in range(1, n):
-            combined = combined * _MULTIPLIER + token_hashes[offset : offset + count]
+        # In place and a cache-sized block at a time: about 2.5 times faster here than whole-array arithmetic.
+        for begin in range(0, count, _BLOCK):
+            end = min(begin + _BLOCK, count)
+            block = combined[begin:end]
+            block[:] = token_hashes[begin:end]
+            for offset in range(1, n):
+                block *= _MULTIPLIER
+                block += token_hashes[begin + offset : end + offset]
     # An n-gram starting at position p is inside its document when p + n <= that document's end: the n - 1 positions
     # before each document's end start n-grams that cross it (positions before a short document's start already
     # cross the previous document's end, so marking them changes nothing).
@@ -111,21 +135,19 @@ def _ngram_hashes(token_hashes: np.ndarray, starts: np.ndarray, ends: np.ndarray
 def text_ngrams(texts: Iterable[str | None], n: int = DEFAULT_N, *, owners: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """All n-gram hashes of ``texts`` and, for each, the index of its text: (hashes, text index; empty without ``owners``)."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
+    return _array_ngrams(pa.array(list(texts), pa.string()), n, owners=owners)
+
+
+def _array_ngrams(texts, n: int, *, owners: bool) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`text_ngrams` of a pyarrow string array."""
     if n < 1:
         raise ContaminationError(f"config error: evaluation.contamination.n is {n}; expected an integer >= 1")
-    # Python's NFKC (with its quick check) and lower() are about twice as fast here as pyarrow's utf8 kernels.
-    array = pa.array([unicodedata.normalize("NFKC", text).lower() if text else "" for text in texts], pa.string())
-    tokens = pc.utf8_split_whitespace(array)
-    offsets = tokens.offsets.to_numpy()
-    flat = pc.list_flatten(tokens)
+    flat, offsets = batch_tokens(texts)
     if len(flat) == 0:
         return np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.int64)
-    # Each distinct token is hashed once (pyarrow's dictionary encoding), then looked up per token: a corpus has far
-    # fewer distinct tokens than tokens, so the per-byte work shrinks by about as much.
-    encoded = pc.dictionary_encode(flat.combine_chunks() if isinstance(flat, pa.ChunkedArray) else flat)
-    hashes = _string_hashes(encoded.dictionary)[encoded.indices.to_numpy(zero_copy_only=False)]
+    # Every token is hashed where it lies (about twice as fast here as hashing pyarrow's dictionary of distinct tokens).
+    hashes = _string_hashes(flat)
     starts, ends = offsets[:-1], offsets[1:]
     grams = _ngram_hashes(hashes, starts, ends, n)
     if not owners:
@@ -135,15 +157,15 @@ def text_ngrams(texts: Iterable[str | None], n: int = DEFAULT_N, *, owners: bool
 
 def shard_ngrams(parquet_files: Sequence[str | Path], out: str | Path, *, n: int = DEFAULT_N, batch_rows: int = 2048) -> dict:
     """Write the distinct n-gram hashes of the shards' ``text`` column to ``out`` (a sorted ``.npy``); return counts."""
+    import pyarrow.compute as pc
+
     parts = []
     documents = size = 0
     for path in parquet_files:
         for batch in parquet_text_batches(path, column=TEXT_COLUMN, batch_size=batch_rows, error=ContaminationError):
-            texts = batch.to_pylist()
-            documents += len(texts)
-            size += sum(len(text.encode("utf-8")) for text in texts if text)
-            grams, _ = text_ngrams(texts, n, owners=False)
-            parts.append(_distinct(grams))
+            documents += len(batch)
+            size += pc.sum(pc.binary_length(batch)).as_py() or 0
+            parts.append(_array_ngrams(batch, n, owners=False)[0])
     distinct = _distinct(np.concatenate(parts)) if parts else np.empty(0, dtype=np.uint64)
     _save(out, distinct)
     info = {
