@@ -5,7 +5,10 @@
 # tpu runs are first compiled for their topology on this CPU (fit job). tpu jobs hold the
 # resource tpu_pod (profiles/tpu allows one at a time). Each job gets its settings as params
 # (nanogerman/run_params.py): a result-changing one reruns it, a tpu backend knob reruns nothing,
-# and a check run again for its own settings (smoke.steps, fit.*) retrains nothing.
+# and a check run again for its own settings (smoke.steps, fit.*) retrains nothing. The model file and
+# (tpu) the workers' requirements file are inputs: an edited one reruns the jobs that read it. Snakemake
+# 9.15 skips a job's own reasons while the job behind an ancient() input of it reruns: a change that
+# reruns a check retrains on the next invocation (config/README.md, "What a change reruns").
 
 from nanogerman.preemption import tokenizer_vocab_size as _tokenizer_vocab_size
 from nanogerman.run_params import (
@@ -14,6 +17,7 @@ from nanogerman.run_params import (
     Unrecorded as _Unrecorded,
     backend_param as _backend_param,
     plan_param as _plan_param,
+    requirements_input as _requirements_input,
 )
 from nanogerman.training import (
     plan_run as _plan_run,
@@ -79,7 +83,11 @@ def _smoke_inputs(wildcards):
         for other in _plan_runs(config)
         if other.target == wildcards.target and _fit_enabled(other)
     ]
-    return {"model": plan.model_path, "fits": fits}
+    return {
+        "model": plan.model_path,
+        "fits": fits,
+        "requirements": _requirements_input(plan),
+    }
 
 
 rule train_fit:
@@ -132,6 +140,8 @@ rule train_run:
         dataset=dataset_manifest(),
         tokenizer=lambda wildcards: tokenizer_dir(train_plan(wildcards.run).tokenizer),
         model=lambda wildcards: train_plan(wildcards.run).model_path,
+        # tpu: the workers' pinned packages, so an edited file reruns the run (its path is in the plan param)
+        requirements=lambda wildcards: _requirements_input(train_plan(wildcards.run)),
     output:
         manifest=f"{RESULTS}/train/{{run}}/train.json",
         metrics=f"{RESULTS}/train/{{run}}/metrics.jsonl",
