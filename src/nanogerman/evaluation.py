@@ -39,6 +39,7 @@ from nanogerman.clean_subsets import write_clean_tasks
 from nanogerman.errors import StageError, first_line
 from nanogerman.offline_tasks import generated_task_yaml
 from nanogerman.provenance import package_versions
+from nanogerman.schema import schema_defaults
 from nanogerman.scratch import scratch_dir
 from nanogerman.suites import (
     chance_levels,
@@ -83,20 +84,25 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class EvalSettings:
-    """``evaluation`` settings that apply to every model."""
+    """``evaluation`` settings that apply to every model; the defaults are the schema's (:meth:`from_schema`)."""
 
-    batch_size: int = 8
-    device: str = "cpu"
-    dtype: str = "float32"
-    limit: int | None = None
-    num_fewshot: int = 0
-    seed: int = 1234
-    bootstrap_iters: int = 100000  # lm-eval's draws for the stderr of perplexity and mcc (means have a closed form)
+    batch_size: int
+    device: str
+    dtype: str
+    limit: int | None
+    num_fewshot: int
+    seed: int
+    bootstrap_iters: int  # lm-eval's draws for the stderr of perplexity and mcc (means have a closed form)
 
     @classmethod
     def from_config(cls, section: dict) -> EvalSettings:
-        keys = ("batch_size", "device", "dtype", "limit", "num_fewshot", "seed", "bootstrap_iters")
-        return cls(**{key: section[key] for key in keys if key in section})
+        """From a validated config's ``evaluation`` section (every key filled in)."""
+        return cls(**{field.name: section[field.name] for field in dataclasses.fields(cls)})
+
+    @classmethod
+    def from_schema(cls, **changes: Any) -> EvalSettings:
+        """The schema's defaults, with ``changes`` on top (tests, benchmarks); an unknown change is a TypeError."""
+        return dataclasses.replace(cls.from_config(schema_defaults("evaluation")), **changes)
 
     def as_param(self) -> dict:
         """These settings as a dict, for a rule's ``params``: Snakemake sees a change in a dict, not in an object."""
@@ -371,7 +377,7 @@ def rolling_windows(ids: Sequence[int], prefix: int, max_length: int) -> list[tu
     return windows
 
 
-def document_nll(model, ids: Sequence[int], prefix: int, max_length: int, *, device: str = "cpu", batch_size: int = 8) -> float:
+def document_nll(model, ids: Sequence[int], prefix: int, max_length: int, *, device: str, batch_size: int) -> float:
     """Negative log-likelihood (nats) of ``ids`` after ``prefix`` under a causal LM, in rolling windows."""
     import torch
 
@@ -392,7 +398,7 @@ def document_nll(model, ids: Sequence[int], prefix: int, max_length: int, *, dev
     return total
 
 
-def bits_per_byte(model, tokenizer, texts: Iterable[str], *, max_length: int, device: str = "cpu", batch_size: int = 8) -> dict:
+def bits_per_byte(model, tokenizer, texts: Iterable[str], *, max_length: int, device: str, batch_size: int) -> dict:
     """Bits per UTF-8 byte of ``texts`` (see the module docstring), with tokens, bytes and the uniform-model figure."""
     prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     if prefix is None:
