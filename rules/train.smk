@@ -7,8 +7,9 @@
 # (nanogerman/run_params.py): a result-changing one reruns it, a tpu backend knob reruns nothing,
 # and a check run again for its own settings (smoke.steps, fit.*) retrains nothing. The model file and
 # (tpu) the workers' requirements file are inputs: an edited one reruns the jobs that read it. Snakemake
-# 9.15 skips a job's own reasons while the job behind an ancient() input of it reruns: a change that
-# reruns a check retrains on the next invocation (config/README.md, "What a change reruns").
+# 9.15 skips a job's own reasons while the job behind an ancient() input of it reruns, so a run waits
+# for its checks through a gate named by what reruns it (rule train_checks): a change that reruns a
+# check and the run plans both (config/README.md, "What a change reruns").
 
 from nanogerman.preemption import tokenizer_vocab_size as _tokenizer_vocab_size
 from nanogerman.run_params import (
@@ -18,6 +19,7 @@ from nanogerman.run_params import (
     backend_param as _backend_param,
     plan_param as _plan_param,
     requirements_input as _requirements_input,
+    training_key as _training_key,
 )
 from nanogerman.training import (
     plan_run as _plan_run,
@@ -65,15 +67,27 @@ def _fit_enabled(plan):
     return plan.backend == "tpu" and config["training"]["fit"]["enabled"]
 
 
-def _run_checks(wildcards):
-    """The smoke and fit reports a run waits for; ancient(): a check run again (its own settings changed) retrains nothing."""
-    plan = train_plan(wildcards.run)
+def _check_reports(plan):
+    """The smoke and fit reports a run waits for."""
     checks = {}
     if config["training"]["smoke"]["enabled"]:
-        checks["smoke"] = ancient(smoke_report(plan.target))
+        checks["smoke"] = smoke_report(plan.target)
     if _fit_enabled(plan):
-        checks["fit"] = ancient(fit_report(plan.name))
+        checks["fit"] = fit_report(plan.name)
     return checks
+
+
+def train_checks(name):
+    """results/train/<run>/checks/<key>: the run's checks passed, key naming what reruns its training (training_key)."""
+    return f"{RESULTS}/train/{name}/checks/{_training_key(train_plan(name))}"
+
+
+def _run_checks(wildcards):
+    """The run's checks gate; ancient(): a check run again (its own settings changed) retrains nothing, and a
+    run with a new key waits for a new gate, which also makes Snakemake plan it (run_params.training_key).
+    """
+    plan = train_plan(wildcards.run)
+    return {"checks": ancient(train_checks(plan.name))} if _check_reports(plan) else {}
 
 
 def _smoke_inputs(wildcards):
@@ -132,6 +146,16 @@ rule train_smoke:
         checkpoint_dir=_Unrecorded(config["training"]["checkpoint_dir"]),
     script:
         "../scripts/train_smoke.py"
+
+
+rule train_checks:
+    input:
+        unpack(lambda wildcards: _check_reports(train_plan(wildcards.run))),
+    output:
+        touch(f"{RESULTS}/train/{{run}}/checks/{{key}}"),
+    wildcard_constraints:
+        key=r"[0-9a-f]{8}",
+    localrule: True
 
 
 rule train_run:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 
 import yaml
 from conftest import REPO, SAMPLE_DIR, dry_run_jobs, run_snakemake
@@ -26,6 +27,7 @@ from nanogerman.run_params import (
     checkpoint_key,
     plan_from_params,
     plan_param,
+    training_key,
 )
 from nanogerman.training import plan_run
 
@@ -73,7 +75,7 @@ def test_the_plan_param_is_recorded_the_backend_param_is_not_and_together_they_g
     assert plan_param(plan_run(config, "tiny_neox"), FIT_SETTINGS) == fit
 
 
-TRAIN_RULES = ("--allowed-rules", "train_run", "train_smoke", "train_fit")
+TRAIN_RULES = ("--allowed-rules", "train_run", "train_smoke", "train_fit", "train_checks")
 
 
 def touched_tpu_runs(tmp_path, config: dict, *options: str) -> list[str]:
@@ -88,6 +90,11 @@ def touched_tpu_runs(tmp_path, config: dict, *options: str) -> list[str]:
     for path in files:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("{}")
+    validated = validate_config(config)  # the runs' checks gates (--touch does not create them)
+    files += [results / "train" / run / "checks" / training_key(plan_run(validated, run)) for run in runs]
+    for path in files[-len(runs) :]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("")
     targets = [f"{config['results_dir']}/train/{run}/train.json" for run in runs]
     touched = run_snakemake(tmp_path, config, *targets, *TRAIN_RULES, *options, "--touch", "--forceall")
     assert touched.returncode == 0, touched.stderr[-2000:]
@@ -110,14 +117,28 @@ def test_a_backend_knob_plans_no_training_and_a_learning_rate_only_its_run(tmp_p
     checked["training"].update(fit={"max_fraction": 0.9}, smoke={"steps": 3})
     checks = run_snakemake(tmp_path, checked, *targets, *only, "-n")
     assert checks.returncode == 0, checks.stderr[-2000:]
-    fits = sorted(f"run={run}" for run in runs)  # the checks again, but no training: a run takes them as ancient()
-    assert dry_run_jobs(checks.stdout) == {"train_fit": fits, "train_smoke": ["target=v6e-8-europe-west4-a"]}
+    fits = sorted(f"run={run}" for run in runs)  # the checks again, but no training: a run takes its gate as ancient()
+    smoke = ["target=v6e-8-europe-west4-a"]
+    assert planned_jobs(checks.stdout) == {"train_fit": fits, "train_smoke": smoke, "train_checks": fits}
+
+    shape = copy.deepcopy(config)  # a setting the checks read too: the checks and the runs, in one invocation
+    shape["training"]["defaults"]["max_target_length"] = 64
+    both = run_snakemake(tmp_path, shape, *targets, *only, "-n")
+    assert both.returncode == 0, both.stderr[-2000:]
+    assert planned_jobs(both.stdout) == {"train_fit": fits, "train_smoke": smoke, "train_checks": fits, "train_run": fits}
 
     config["training"]["runs"][1]["learning_rate"] = 0.002
     planned = run_snakemake(tmp_path, config, *targets, *only, "-n")
     assert planned.returncode == 0, planned.stderr[-2000:]
-    assert dry_run_jobs(planned.stdout) == {"train_run": [f"run={runs[1]}"]}
+    assert planned_jobs(planned.stdout) == {"train_run": [f"run={runs[1]}"], "train_checks": [f"run={runs[1]}"]}
     assert "params have changed since last execution" in planned.stdout
+
+
+def planned_jobs(output: str) -> dict[str, list[str]]:
+    """:func:`dry_run_jobs` without the checks gates' keys (run_params.training_key)."""
+    return {
+        rule: sorted(re.sub(r",? ?key=[0-9a-f]{8}", "", line) for line in lines) for rule, lines in dry_run_jobs(output).items()
+    }
 
 
 def wider(model_text: str) -> str:
@@ -126,23 +147,22 @@ def wider(model_text: str) -> str:
     return model_text.replace("base_mlp_dim: 192", "base_mlp_dim: 256")
 
 
-def test_an_edited_model_or_requirements_file_reruns_the_training_jobs_an_untouched_one_nothing(tmp_path):
-    """Both files are inputs of the tpu runs (Snakemake's default triggers include mtime): editing one plans them.
+def test_an_edited_model_or_requirements_file_reruns_the_jobs_that_read_it_and_the_runs(tmp_path):
+    """Both files are inputs (Snakemake's default triggers include mtime) and their content names the runs' checks
+    gates (run_params.training_key): an edit plans the checks that read the file and the runs, in one invocation.
 
-    The smoke and fit checks are off at first: Snakemake 9.15 does not look at a job's own reasons when the
-    job behind one of its ancient() inputs reruns (dag.py, update_needrun's "masked"), so with the checks on,
-    the edit reruns the checks first and the runs only on the next invocation (config/README.md, "What a
-    change reruns"); the end of the test pins that down, and fails once Snakemake plans both at once.
+    Without the gate, Snakemake 9.15 would plan the checks only, and the runs on the next invocation: it does not
+    look at a job's own reasons while the job behind one of its ancient() inputs reruns (dag.py, update_needrun).
     """
     config = tpu_config()
-    config["training"].update(smoke={"enabled": False}, fit={"enabled": False})
     model, requirements = tmp_path / "model.yml", tmp_path / "tpu-requirements.txt"
     model.write_text((REPO / config["training"]["defaults"]["model"]).read_text(encoding="utf-8"), encoding="utf-8")
     requirements.write_text("jax==0.0.1\n", encoding="utf-8")
     config["training"]["defaults"]["model"] = str(model)
     config["training"]["tpu"]["requirements"] = str(requirements)
     targets = touched_tpu_runs(tmp_path, config)
-    runs = {"train_run": sorted(f"run={entry['name']}" for entry in config["training"]["runs"])}
+    runs = sorted(f"run={entry['name']}" for entry in config["training"]["runs"])
+    smoke = ["target=v6e-8-europe-west4-a"]
 
     same = run_snakemake(tmp_path, config, *targets, *TRAIN_RULES, "-n")
     assert "Nothing to be done" in same.stdout + same.stderr, same.stdout[-2000:]
@@ -151,24 +171,15 @@ def test_an_edited_model_or_requirements_file_reruns_the_training_jobs_an_untouc
     requirements.write_text("jax==0.0.2\n", encoding="utf-8")
     planned = run_snakemake(tmp_path, config, *targets, *TRAIN_RULES, "-n")
     assert planned.returncode == 0, planned.stderr[-2000:]
-    assert dry_run_jobs(planned.stdout) == runs
+    # the fit compiles on this machine: not its file
+    assert planned_jobs(planned.stdout) == {"train_smoke": smoke, "train_checks": runs, "train_run": runs}
 
     requirements.write_text("jax==0.0.1\n", encoding="utf-8")
     os.utime(requirements, ns=(before.st_atime_ns, before.st_mtime_ns))  # as it was: older than the outputs
     model.write_text(wider(model.read_text(encoding="utf-8")), encoding="utf-8")
     planned = run_snakemake(tmp_path, config, *targets, *TRAIN_RULES, "-n")
     assert planned.returncode == 0, planned.stderr[-2000:]
-    assert dry_run_jobs(planned.stdout) == runs
-
-    # with the checks on (they read the model file too): the checks first, the runs on the next invocation
-    del config["training"]["smoke"], config["training"]["fit"]
-    checks = run_snakemake(tmp_path, config, *targets, *TRAIN_RULES, "-n")
-    assert checks.returncode == 0, checks.stderr[-2000:]
-    assert dry_run_jobs(checks.stdout) == {"train_smoke": ["target=v6e-8-europe-west4-a"], "train_fit": runs["train_run"]}
-    for report in tmp_path.glob(f"{config['results_dir']}/train/**/*.json"):
-        if report.name in ("fit.json", "v6e-8-europe-west4-a.json"):
-            os.utime(report)  # the checks ran
-    assert dry_run_jobs(run_snakemake(tmp_path, config, *targets, *TRAIN_RULES, "-n").stdout) == runs
+    assert planned_jobs(planned.stdout) == {"train_smoke": smoke, "train_fit": runs, "train_checks": runs, "train_run": runs}
 
 
 def test_the_checkpoint_key_follows_the_model_files_content_not_its_timestamp(tmp_path):

@@ -102,7 +102,7 @@ def checkpoint_identity(plan: RunPlan) -> dict:
     evaluations. A missing file has none (the training job then says it is missing)."""
     fields = plan_param(plan)
     fields["settings"] = {key: value for key, value in fields["settings"].items() if key not in NOT_CHECKPOINT_IDENTITY}
-    fields["model_sha256"] = file_sha256(plan.model_path) if Path(plan.model_path).is_file() else None
+    fields["model_sha256"] = _sha256_if_file(plan.model_path)
     return fields
 
 
@@ -121,6 +121,24 @@ def requirements_input(plan: RunPlan) -> list[str]:
         return []
     path = requirements_location(plan.tpu)
     return [str(path)] if path.is_file() else []
+
+
+def training_key(plan: RunPlan) -> str:
+    """8 hex digits of what reruns a run's training job: its :func:`plan_param` and the content of the files it
+    reads (the model file; for a tpu run the requirements file). The name of the run's checks gate (rule
+    train_checks in rules/train.smk): the checks are ancient() inputs of the training, and Snakemake 9.15 does
+    not look at a job's own reasons while the job behind such an input reruns, so a run whose key changed
+    waits for a gate that is not there yet, and Snakemake plans it for that."""
+    identity = {
+        "plan": plan_param(plan),
+        "model_sha256": _sha256_if_file(plan.model_path),
+        "requirements_sha256": [file_sha256(path) for path in requirements_input(plan)],
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode("utf-8")).hexdigest()[:8]
+
+
+def _sha256_if_file(path: str) -> str | None:
+    return file_sha256(path) if Path(path).is_file() else None
 
 
 def backend_param(plan: RunPlan) -> Unrecorded:
