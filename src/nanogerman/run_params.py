@@ -107,8 +107,9 @@ def checkpoint_identity(plan: RunPlan) -> dict:
 
 
 def checkpoint_key(plan: RunPlan) -> str:
-    """8 hex digits of :func:`checkpoint_identity` (the model file's name and content, not its absolute path): the folder of a run's
-    intermediate checkpoint evaluations, so a run with other settings never mixes with earlier results."""
+    """8 hex digits of :func:`checkpoint_identity` (the model file's name and content, not its absolute path):
+    the folder of a run's intermediate checkpoint evaluations, so a run with other settings never mixes with
+    earlier results."""
     identity = checkpoint_identity(plan)
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode("utf-8")).hexdigest()[:8]
 
