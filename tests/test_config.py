@@ -192,7 +192,7 @@ def test_settings_classes_take_the_schemas_defaults_and_declare_none_of_their_ow
     import dataclasses
 
     from nanogerman.corpus import ShardSource
-    from nanogerman.evaluation import EvalSettings
+    from nanogerman.evaluation import EvalSettings, ForwardSettings
     from nanogerman.offline_tasks import NextPassageSpec
     from nanogerman.report_flags import FlagSettings
     from nanogerman.schema import schema_defaults
@@ -200,6 +200,7 @@ def test_settings_classes_take_the_schemas_defaults_and_declare_none_of_their_ow
     config = validate_config({**base_config, "report": {}, "evaluation": {"tasks": []}})
     built = {
         EvalSettings: (EvalSettings.from_schema(), EvalSettings.from_config(config["evaluation"])),
+        ForwardSettings: (ForwardSettings.from_schema(), ForwardSettings.from_config(config["evaluation"])),
         NextPassageSpec: (NextPassageSpec.from_schema(), NextPassageSpec.from_config(config["evaluation"]["next_passage"])),
         FlagSettings: (FlagSettings.from_schema(), FlagSettings.from_section(config["report"]["flags"])),
         ShardSource: (
@@ -209,6 +210,7 @@ def test_settings_classes_take_the_schemas_defaults_and_declare_none_of_their_ow
     }
     sections = {
         EvalSettings: schema_defaults("evaluation"),
+        ForwardSettings: schema_defaults("evaluation"),
         NextPassageSpec: schema_defaults("evaluation", "next_passage"),
         FlagSettings: schema_defaults("report", "flags"),
         ShardSource: {**schema_defaults("corpus"), **schema_defaults("corpus", "download")},
