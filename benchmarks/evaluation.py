@@ -70,7 +70,7 @@ def main() -> None:
         bpb_seconds, found = timed(
             evaluate_bits_per_byte,
             ModelSpec(f"{options.run}@{options.step}", str(folder)),
-            EvalSettings(),
+            EvalSettings.from_schema(),
             texts,
             Path(scratch) / "bpb.json",
         )

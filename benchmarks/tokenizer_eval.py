@@ -35,6 +35,7 @@ ROOT = HERE.parent
 sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != HERE]
 sys.path.insert(0, str(ROOT / "src"))
 
+from nanogerman.schema import schema_defaults  # noqa: E402
 from nanogerman.tokenizer_eval import (  # noqa: E402
     TokenizerSource,
     evaluate_texts,
@@ -44,6 +45,8 @@ from nanogerman.tokenizer_eval import (  # noqa: E402
 )
 from nanogerman.tokenizer_eval_data import EvalDataset  # noqa: E402
 from nanogerman.tokenizer_training import TokenizerSpec, train_tokenizer  # noqa: E402
+
+BATCH_SIZE = schema_defaults("tokenizer_eval")["batch_size"]  # the stage's, as the workflow runs it
 
 
 def shard_paths(corpus: Path, spec: str) -> list[Path]:
@@ -102,7 +105,7 @@ def run_one(args, kind: str | None, datasets: list[EvalDataset], scratch: Path) 
     for repeat in range(args.repeats):
         gc.collect()
         started, cpu = time.perf_counter(), time.process_time()
-        results.append(evaluate_tokenizer(source, datasets, scratch / f"result-{kind}-{repeat}.json"))
+        results.append(evaluate_tokenizer(source, datasets, scratch / f"result-{kind}-{repeat}.json", batch_size=BATCH_SIZE))
         stage_times.append(time.perf_counter() - started)
         stage_cpu.append(time.process_time() - cpu)
         gc.collect()

@@ -5,6 +5,7 @@
 
 from nanogerman.evaluation import (
     EvalSettings as _EvalSettings,
+    ForwardSettings as _ForwardSettings,
     reference_entry as _reference_entry,
 )
 from nanogerman.evaluation_config import (
@@ -124,13 +125,7 @@ rule eval_bits_per_byte:
         downloads=lambda wildcards: int(wildcards.model in _reference_names(config)),
     params:
         # only what a forward pass reads: lm-eval's limit, seed, few-shot and bootstrap do not change bits per byte
-        settings=_without(
-            _EvalSettings.from_config(config["evaluation"]).as_param(),
-            "limit",
-            "num_fewshot",
-            "seed",
-            "bootstrap_iters",
-        ),
+        settings=_ForwardSettings.from_config(config["evaluation"]).as_param(),
         reference=lambda wildcards: _reference_entry(config, wildcards.model),  # its revision too
         section=_without(config["evaluation"]["bits_per_byte"], "enabled"),
     script:

@@ -5,7 +5,11 @@
 # tpu runs are first compiled for their topology on this CPU (fit job). tpu jobs hold the
 # resource tpu_pod (profiles/tpu allows one at a time). Each job gets its settings as params
 # (nanogerman/run_params.py): a result-changing one reruns it, a tpu backend knob reruns nothing,
-# and a check run again for its own settings (smoke.steps, fit.*) retrains nothing.
+# and a check run again for its own settings (smoke.steps, fit.*) retrains nothing. The model file and
+# (tpu) the workers' requirements file are inputs: an edited one reruns the jobs that read it. Snakemake
+# 9.15 skips a job's own reasons while the job behind an ancient() input of it reruns, so a run waits
+# for its checks through a gate named by what reruns it (rule train_checks): a change that reruns a
+# check and the run plans both (config/README.md, "What a change reruns").
 
 from nanogerman.preemption import tokenizer_vocab_size as _tokenizer_vocab_size
 from nanogerman.run_params import (
@@ -14,6 +18,8 @@ from nanogerman.run_params import (
     Unrecorded as _Unrecorded,
     backend_param as _backend_param,
     plan_param as _plan_param,
+    requirements_input as _requirements_input,
+    training_key as _training_key,
 )
 from nanogerman.training import (
     plan_run as _plan_run,
@@ -61,15 +67,27 @@ def _fit_enabled(plan):
     return plan.backend == "tpu" and config["training"]["fit"]["enabled"]
 
 
-def _run_checks(wildcards):
-    """The smoke and fit reports a run waits for; ancient(): a check run again (its own settings changed) retrains nothing."""
-    plan = train_plan(wildcards.run)
+def _check_reports(plan):
+    """The smoke and fit reports a run waits for."""
     checks = {}
     if config["training"]["smoke"]["enabled"]:
-        checks["smoke"] = ancient(smoke_report(plan.target))
+        checks["smoke"] = smoke_report(plan.target)
     if _fit_enabled(plan):
-        checks["fit"] = ancient(fit_report(plan.name))
+        checks["fit"] = fit_report(plan.name)
     return checks
+
+
+def train_checks(name):
+    """results/train/<run>/checks/<key>: the run's checks passed, key naming what reruns its training (training_key)."""
+    return f"{RESULTS}/train/{name}/checks/{_training_key(train_plan(name))}"
+
+
+def _run_checks(wildcards):
+    """The run's checks gate; ancient(): a check run again (its own settings changed) retrains nothing, and a
+    run with a new key waits for a new gate, which also makes Snakemake plan it (run_params.training_key).
+    """
+    plan = train_plan(wildcards.run)
+    return {"checks": ancient(train_checks(plan.name))} if _check_reports(plan) else {}
 
 
 def _smoke_inputs(wildcards):
@@ -79,7 +97,11 @@ def _smoke_inputs(wildcards):
         for other in _plan_runs(config)
         if other.target == wildcards.target and _fit_enabled(other)
     ]
-    return {"model": plan.model_path, "fits": fits}
+    return {
+        "model": plan.model_path,
+        "fits": fits,
+        "requirements": _requirements_input(plan),
+    }
 
 
 rule train_fit:
@@ -126,12 +148,24 @@ rule train_smoke:
         "../scripts/train_smoke.py"
 
 
+rule train_checks:
+    input:
+        unpack(lambda wildcards: _check_reports(train_plan(wildcards.run))),
+    output:
+        touch(f"{RESULTS}/train/{{run}}/checks/{{key}}"),
+    wildcard_constraints:
+        key=r"[0-9a-f]{8}",
+    localrule: True
+
+
 rule train_run:
     input:
         unpack(_run_checks),
         dataset=dataset_manifest(),
         tokenizer=lambda wildcards: tokenizer_dir(train_plan(wildcards.run).tokenizer),
         model=lambda wildcards: train_plan(wildcards.run).model_path,
+        # tpu: the workers' pinned packages, so an edited file reruns the run (its path is in the plan param)
+        requirements=lambda wildcards: _requirements_input(train_plan(wildcards.run)),
     output:
         manifest=f"{RESULTS}/train/{{run}}/train.json",
         metrics=f"{RESULTS}/train/{{run}}/metrics.jsonl",

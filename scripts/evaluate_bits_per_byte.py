@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from nanogerman.evaluation import (
-    EvalSettings,
+    ForwardSettings,
     evaluate_bits_per_byte,
     hub_offline_if_local,
     model_spec_of,
@@ -25,7 +25,7 @@ def main(snakemake):
         texts = texts[: section["max_documents"]]
     evaluate_bits_per_byte(
         spec,
-        EvalSettings(**snakemake.params.settings),
+        ForwardSettings(**snakemake.params.settings),
         texts,
         snakemake.output.results,
         max_length=section["max_length"],

@@ -182,3 +182,44 @@ def test_the_same_settings_in_another_key_order_give_the_same_params(base_config
     assert repr(first) == repr(second)
     assert list(first) == sorted(first) and list(first["tokenizers"][0]) == sorted(first["tokenizers"][0])
     assert [entry["name"] for entry in first["tokenizers"]] == [entry["name"] for entry in base_config["tokenizers"]]
+
+
+# --- defaults live only in the schema -------------------------------------------------------------
+
+
+def test_settings_classes_take_the_schemas_defaults_and_declare_none_of_their_own(base_config):
+    """Each class built from a config section has no default for a key of that section: from_schema fills them."""
+    import dataclasses
+
+    from nanogerman.corpus import ShardSource
+    from nanogerman.evaluation import EvalSettings, ForwardSettings
+    from nanogerman.offline_tasks import NextPassageSpec
+    from nanogerman.report_flags import FlagSettings
+    from nanogerman.schema import schema_defaults
+
+    config = validate_config({**base_config, "report": {}, "evaluation": {"tasks": []}})
+    built = {
+        EvalSettings: (EvalSettings.from_schema(), EvalSettings.from_config(config["evaluation"])),
+        ForwardSettings: (ForwardSettings.from_schema(), ForwardSettings.from_config(config["evaluation"])),
+        NextPassageSpec: (NextPassageSpec.from_schema(), NextPassageSpec.from_config(config["evaluation"]["next_passage"])),
+        FlagSettings: (FlagSettings.from_schema(), FlagSettings.from_section(config["report"]["flags"])),
+        ShardSource: (
+            ShardSource.from_schema("local", base_config["corpus"]["location"]),
+            ShardSource.from_config(config["corpus"]),
+        ),
+    }
+    sections = {
+        EvalSettings: schema_defaults("evaluation"),
+        ForwardSettings: schema_defaults("evaluation"),
+        NextPassageSpec: schema_defaults("evaluation", "next_passage"),
+        FlagSettings: schema_defaults("report", "flags"),
+        ShardSource: {**schema_defaults("corpus"), **schema_defaults("corpus", "download")},
+    }
+    for cls, (from_schema, from_config) in built.items():
+        assert from_schema == from_config, cls  # the schema's defaults, as a validated config without the keys has them
+        mirrored = [field.name for field in dataclasses.fields(cls) if field.name in sections[cls]]
+        assert len(mirrored) >= 3, (cls, mirrored)
+        assert all(field.default is dataclasses.MISSING for field in dataclasses.fields(cls) if field.name in mirrored), cls
+    assert EvalSettings.from_schema(limit=5).limit == 5
+    with pytest.raises(TypeError):
+        EvalSettings.from_schema(batch=4)  # a typo is an error, not a silently ignored change

@@ -86,7 +86,7 @@ def test_bad_shard_fails_with_one_line_and_leaves_nothing(tmp_path, label, make,
     make(source_dir / "shard_00000.parquet")
     out = tmp_path / "results" / "corpus"
     with pytest.raises(ShardError) as caught:
-        fetch_shard(ShardSource("local", str(source_dir)), 0, out / "shard_00000.parquet", out / "shard_00000.json")
+        fetch_shard(ShardSource.from_schema("local", str(source_dir)), 0, out / "shard_00000.parquet", out / "shard_00000.json")
     assert message in str(caught.value)
     assert "shard_00000.parquet" in str(caught.value)
     assert "\n" not in str(caught.value)
@@ -98,7 +98,11 @@ def test_a_shard_with_many_blank_texts_warns_naming_it(tmp_path, caplog):
     write_parquet(source_dir / "shard_00003.parquet", texts_table(["Ein Satz."] * 97 + ["", "  ", "\n"]))
     out = tmp_path / "results" / "corpus"
     manifest = fetch_shard(
-        ShardSource("local", str(source_dir)), 3, out / "shard_00003.parquet", out / "shard_00003.json", max_empty_share=0.01
+        ShardSource.from_schema("local", str(source_dir)),
+        3,
+        out / "shard_00003.parquet",
+        out / "shard_00003.json",
+        max_empty_share=0.01,
     )
     assert manifest["blank_texts"] == 3 and manifest["empty_texts"] == 1 and manifest["rows"] == 100
     warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
@@ -106,7 +110,11 @@ def test_a_shard_with_many_blank_texts_warns_naming_it(tmp_path, caplog):
     assert "3 of 100 texts (3.0%) are empty or whitespace, more than corpus.max_empty_share (1.0%)" in warnings[0]
     caplog.clear()
     fetch_shard(
-        ShardSource("local", str(source_dir)), 3, out / "shard_00003.parquet", out / "shard_00003.json", max_empty_share=0.05
+        ShardSource.from_schema("local", str(source_dir)),
+        3,
+        out / "shard_00003.parquet",
+        out / "shard_00003.json",
+        max_empty_share=0.05,
     )
     assert not [record for record in caplog.records if record.levelname == "WARNING"]
 
@@ -130,7 +138,7 @@ def test_large_and_dictionary_encoded_text_columns_are_text(tmp_path, label, col
     stats = check_shard(path)
     assert stats.rows == 3 and stats.characters == sum(map(len, TEXTS)) and stats.blank_texts == 0
     out = tmp_path / "results" / "corpus"
-    fetch_shard(ShardSource("local", str(source_dir)), 0, out / "shard_00000.parquet", out / "shard_00000.json")
+    fetch_shard(ShardSource.from_schema("local", str(source_dir)), 0, out / "shard_00000.parquet", out / "shard_00000.json")
     assert list(iter_texts(out / "shard_00000.parquet")) == TEXTS  # the dataset stage
     assert [text for batch in text_batches([path], counter=TextCounter()) for text in batch] == TEXTS  # tokenizer training
     assert [text for batch in _parquet_batches(path, "text", 2) for text in batch] == TEXTS  # tokenizer evaluation
@@ -139,15 +147,17 @@ def test_large_and_dictionary_encoded_text_columns_are_text(tmp_path, label, col
 def test_missing_local_shard_and_folder(tmp_path):
     out = tmp_path / "out"
     with pytest.raises(ShardError, match=r"shard_00007.parquet: shard not found"):
-        fetch_shard(ShardSource("local", str(tmp_path)), 7, out / "s.parquet", out / "s.json")
+        fetch_shard(ShardSource.from_schema("local", str(tmp_path)), 7, out / "s.parquet", out / "s.json")
     with pytest.raises(ShardError, match="is not a folder"):
-        fetch_shard(ShardSource("local", str(tmp_path / "nope")), 0, out / "s.parquet", out / "s.json")
+        fetch_shard(ShardSource.from_schema("local", str(tmp_path / "nope")), 0, out / "s.parquet", out / "s.json")
     assert leftovers(out) == []
 
 
 def test_local_fetch_copies_bytes_and_writes_manifest(tmp_path, sample_dir):
     out = tmp_path / "corpus"
-    manifest = fetch_shard(ShardSource("local", str(sample_dir)), 4, out / "shard_00004.parquet", out / "shard_00004.json")
+    manifest = fetch_shard(
+        ShardSource.from_schema("local", str(sample_dir)), 4, out / "shard_00004.parquet", out / "shard_00004.json"
+    )
     original = sample_dir / "shard_00004.parquet"
     assert (out / "shard_00004.parquet").read_bytes() == original.read_bytes()
     assert json.loads((out / "shard_00004.json").read_text()) == manifest
@@ -160,7 +170,7 @@ def test_local_fetch_copies_bytes_and_writes_manifest(tmp_path, sample_dir):
 def test_custom_file_pattern(tmp_path, sample_dir):
     (tmp_path / "src").mkdir()
     shutil.copy(sample_dir / "shard_00001.parquet", tmp_path / "src" / "part-1.parquet")
-    source = ShardSource("local", str(tmp_path / "src"), file_pattern="part-{index}.parquet")
+    source = ShardSource.from_schema("local", str(tmp_path / "src"), file_pattern="part-{index}.parquet")
     manifest = fetch_shard(source, 1, tmp_path / "o" / "shard_00001.parquet", tmp_path / "o" / "shard_00001.json")
     assert manifest["source"]["uri"].endswith("part-1.parquet")
 
@@ -221,7 +231,7 @@ def hub(tmp_path, sample_dir, monkeypatch):
 
 def hub_source(**overrides) -> ShardSource:
     settings = dict(kind="hub", location="someone/german-data", retries=3, backoff_seconds=0.01)
-    return ShardSource(**{**settings, **overrides})
+    return ShardSource.from_schema(**{**settings, **overrides})
 
 
 @pytest.mark.network
@@ -311,14 +321,16 @@ def test_gcs_source(tmp_path, gcs_emulator, sample_dir):
     filesystem.mkdir("corpus-bucket")
     filesystem.put_file(str(sample_dir / "shard_00003.parquet"), "corpus-bucket/german/shard_00003.parquet")
     out = tmp_path / "corpus"
-    source = ShardSource("gcs", "gs://corpus-bucket/german")
+    source = ShardSource.from_schema("gcs", "gs://corpus-bucket/german")
     manifest = fetch_shard(source, 3, out / "shard_00003.parquet", out / "shard_00003.json")
     assert (out / "shard_00003.parquet").read_bytes() == (sample_dir / "shard_00003.parquet").read_bytes()
     assert manifest["source"]["uri"] == "gs://corpus-bucket/german/shard_00003.parquet"
     with pytest.raises(ShardError, match=r"gs://corpus-bucket/german/shard_00009.parquet: shard not found"):
         fetch_shard(source, 9, out / "shard_00009.parquet", out / "shard_00009.json")
     with pytest.raises(ShardError, match=r"gs://no-such-bucket: the bucket does not exist"):
-        fetch_shard(ShardSource("gcs", "gs://no-such-bucket/x"), 0, out / "shard_00000.parquet", out / "shard_00000.json")
+        fetch_shard(
+            ShardSource.from_schema("gcs", "gs://no-such-bucket/x"), 0, out / "shard_00000.parquet", out / "shard_00000.json"
+        )
     assert leftovers(out) == ["shard_00003.json", "shard_00003.parquet"]
 
 

@@ -67,10 +67,10 @@ def test_sentences_keep_abbreviated_numbers_and_quotes():
 
 
 def test_the_same_seed_gives_the_same_task(held_out, tmp_path):
-    spec = NextPassageSpec(seed=7)
+    spec = NextPassageSpec.from_schema(seed=7)
     first = write_next_passage_task(held_out, spec, tmp_path / "a")
     second = write_next_passage_task(held_out, spec, tmp_path / "b")
-    other = write_next_passage_task(held_out, NextPassageSpec(seed=8), tmp_path / "c")
+    other = write_next_passage_task(held_out, NextPassageSpec.from_schema(seed=8), tmp_path / "c")
     data = (tmp_path / "a" / "next_passage_de.jsonl").read_bytes()
     assert data == (tmp_path / "b" / "next_passage_de.jsonl").read_bytes() and first["sha256"] == second["sha256"]
     assert data != (tmp_path / "c" / "next_passage_de.jsonl").read_bytes() and other["sha256"] != first["sha256"]
@@ -83,7 +83,7 @@ def test_the_same_seed_gives_the_same_task(held_out, tmp_path):
 
 
 def test_examples_continue_their_context_and_distractors_match_in_length(held_out):
-    spec = NextPassageSpec(examples=60, seed=3)
+    spec = NextPassageSpec.from_schema(examples=60, seed=3)
     examples = next_passage_examples(held_out, spec)
     assert len(examples) == 60
     labels = [example["label"] for example in examples]
@@ -102,7 +102,7 @@ def test_examples_continue_their_context_and_distractors_match_in_length(held_ou
 
 def test_too_little_text_is_one_line():
     with pytest.raises(TaskGenerationError, match="needs at least two documents"):
-        next_passage_examples(["Ein Satz. Noch ein Satz."], NextPassageSpec())
+        next_passage_examples(["Ein Satz. Noch ein Satz."], NextPassageSpec.from_schema())
 
 
 # --- lm-eval task definitions on local files ------------------------------------------------------
@@ -181,11 +181,11 @@ class ByteTokenizer:
 
 def test_bits_per_byte_of_a_model_that_knows_nothing_is_log2_of_its_vocabulary_per_token():
     texts = ["Grüße aus Köln.", "Ein zweiter, längerer Text über nichts Besonderes."]
-    figures = bits_per_byte(UniformModel(), ByteTokenizer(), texts, max_length=8)
+    figures = bits_per_byte(UniformModel(), ByteTokenizer(), texts, max_length=8, device="cpu", batch_size=3)
     assert figures["tokens"] == figures["bytes"] == sum(len(text.encode()) for text in texts)
     assert figures["bits_per_byte"] == pytest.approx(6.0) == pytest.approx(figures["uniform_bits_per_byte"])  # log2(64) per byte
     with pytest.raises(EvaluationError, match="no held-out text"):
-        bits_per_byte(UniformModel(), ByteTokenizer(), ["", ""], max_length=8)
+        bits_per_byte(UniformModel(), ByteTokenizer(), ["", ""], max_length=8, device="cpu", batch_size=3)
 
 
 def test_summary_table(tmp_path):
@@ -216,7 +216,7 @@ def test_an_unreachable_reference_model_is_one_line(monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     spec = ModelSpec("llaemmlein", "LSX-UniWue/LLaMmlein_120M", "reference", revision="main")
     with pytest.raises(ModelLoadError) as error:
-        load_lm(spec, EvalSettings())
+        load_lm(spec, EvalSettings.from_schema())
     message = str(error.value)
     assert message.startswith("reference model 'llaemmlein' (LSX-UniWue/LLaMmlein_120M@main) cannot be loaded: ")
     assert "\n" not in message
@@ -243,7 +243,9 @@ def untrained(tiny, tmp_path_factory):
 @pytest.fixture(scope="module")
 def next_passage(held_out, tmp_path_factory):
     folder = tmp_path_factory.mktemp("tasks") / "next_passage"
-    write_next_passage_task(held_out, NextPassageSpec(examples=40, seed=11, context_chars=150, continuation_chars=60), folder)
+    write_next_passage_task(
+        held_out, NextPassageSpec.from_schema(examples=40, seed=11, context_chars=150, continuation_chars=60), folder
+    )
     return folder
 
 
@@ -254,7 +256,7 @@ def test_lm_eval_results_have_acc_acc_norm_and_stderr_for_every_model(tiny, untr
         out = tmp_path / name / "lm_eval.json"
         evaluate_lm_eval(
             ModelSpec(name, str(folder)),
-            EvalSettings(batch_size=16),
+            EvalSettings.from_schema(batch_size=16),
             out,
             tasks=["arc_de"],
             generated=[next_passage],
@@ -288,7 +290,7 @@ def test_bits_per_byte_starts_near_uniform_and_falls_after_training(tiny, untrai
     figures = {}
     for name, folder in (("untrained", untrained), ("trained", tiny.export_dir)):
         out = tmp_path / f"{name}.json"
-        evaluate_bits_per_byte(ModelSpec(name, str(folder)), EvalSettings(), held_out, out)
+        evaluate_bits_per_byte(ModelSpec(name, str(folder)), EvalSettings.from_schema(), held_out, out)
         figures[name] = json.loads(out.read_text())["results"][BPB_TASK]
     before, after = figures["untrained"], figures["trained"]
     assert before["bytes"] == sum(len(text.encode()) for text in held_out) and before["max_length"] == 128
@@ -314,7 +316,7 @@ def test_every_suite_task_runs_offline_with_chance_levels_from_the_task(tiny, tm
     out = tmp_path / "lm_eval.json"
     evaluate_lm_eval(
         ModelSpec("tiny", str(tiny.export_dir)),
-        EvalSettings(batch_size=16, bootstrap_iters=200),
+        EvalSettings.from_schema(batch_size=16, bootstrap_iters=200),
         out,
         tasks=TASKS_WITH_FIXED,
         local_data=LOCAL_DATA,
@@ -387,7 +389,7 @@ def test_a_clean_subset_runs_through_lm_eval_beside_its_task(tiny, tmp_path):
     out = tmp_path / "lm_eval.json"
     evaluate_lm_eval(
         ModelSpec("tiny", str(tiny.export_dir)),
-        EvalSettings(batch_size=16, bootstrap_iters=200),
+        EvalSettings.from_schema(batch_size=16, bootstrap_iters=200),
         out,
         tasks=["arc_de"],
         local_data={"arc_de": str(M_ARC_DE)},

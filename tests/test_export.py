@@ -455,8 +455,8 @@ def test_publish_uploads_the_export_to_a_hub_stand_in(tiny, tmp_path, sample_dir
             "from nanogerman.tokenizer_training import iter_texts\n"
             "texts = list(iter_texts([sys.argv[1]]))[:2]\n"
             "spec = ModelSpec('published', 'nanogerman/tiny', 'reference', revision='main')\n"
-            "hub = evaluate_bits_per_byte(spec, EvalSettings(), texts, sys.argv[2])\n"
-            "local = evaluate_bits_per_byte(ModelSpec('tiny', sys.argv[3]), EvalSettings(), texts, sys.argv[4])\n"
+            "hub = evaluate_bits_per_byte(spec, EvalSettings.from_schema(), texts, sys.argv[2])\n"
+            "local = evaluate_bits_per_byte(ModelSpec('tiny', sys.argv[3]), EvalSettings.from_schema(), texts, sys.argv[4])\n"
             "print(json.dumps([hub['results']['heldout_bpb']['bits_per_byte,none'], local['results']['heldout_bpb']['bits_per_byte,none'],"
             " hub['config']['model_args']]))\n"
         )

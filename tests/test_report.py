@@ -251,21 +251,21 @@ def run_with(**changes) -> Run:
     "learning_rate, flagged", [(6e-06, True), (4e-06, True), (6e-4, False), (3e-3, False), (1e-4, False), (5e-2, True)]
 )
 def test_learning_rate_flag(learning_rate, flagged):
-    assert ("lr" in run_flags(run_with(learning_rate=learning_rate), FlagSettings())) is flagged
+    assert ("lr" in run_flags(run_with(learning_rate=learning_rate), FlagSettings.from_schema())) is flagged
 
 
 def test_loss_flag():
-    flags = FlagSettings()
+    flags = FlagSettings.from_schema()
     assert loss_drop(run_with(first_loss=10.0, tail_loss=8.0)) == pytest.approx(0.2)
     assert run_flags(run_with(first_loss=10.0, tail_loss=8.0), flags) == {}
     assert run_flags(run_with(first_loss=10.0, tail_loss=9.5), flags) == {"loss": "loss fell 5.0%"}
     assert run_flags(run_with(first_loss=10.0, tail_loss=10.5), flags) == {"loss": "loss fell -5.0%"}
     assert run_flags(run_with(first_loss=10.0, tail_loss=math.nan), flags) == {"loss": "loss not finite"}
-    assert run_flags(run_with(first_loss=10.0, tail_loss=9.5), FlagSettings(min_loss_drop=0.01)) == {}
+    assert run_flags(run_with(first_loss=10.0, tail_loss=9.5), FlagSettings.from_schema(min_loss_drop=0.01)) == {}
 
 
 def test_run_table_exactly():
-    table = run_table(runs(), FlagSettings()).markdown()
+    table = run_table(runs(), FlagSettings.from_schema()).markdown()
     assert rows(table) == {
         "Run": "| Run | Tokenizer | Learning rate | Steps | Batch (seq. × tokens) | Tokens seen | Loss (first → final) | Wall time "
         "| Accelerator | Config hash | Flags |",
@@ -290,7 +290,7 @@ def test_latex_tables_escape_and_mark():
         r"tiny\_good & 0.2500\textsuperscript{\dag} {\scriptsize $\pm$ 0.0126} & 0.2700\textsuperscript{\dag} "
         r"{\scriptsize $\pm$ 0.0130} & 0.2600 & \dag{} 2 at chance \\"
     ) in latex  # Avg. of the averaged columns shown
-    runs_latex = run_table(runs(), FlagSettings()).latex()
+    runs_latex = run_table(runs(), FlagSettings.from_schema()).latex()
     assert (
         r"seed\_lr & nano\_nanochat & 6.0e-06\textsuperscript{\S} & 14,500 & 1,024 $\times$ 2,048 & 30.41 B & "
         r"11.090 $\rightarrow$ 10.610\textsuperscript{\ddag} & 42.0 h & v6e-8 & bbbbbbbbbbbb & "
@@ -320,7 +320,7 @@ def test_report_config_is_checked():
     config["report"] = {"chance": {"truthfulqa_de_mc2": 0.45}}
     chosen = ReportSettings.from_config(validate_config(config))
     assert chosen.chance["truthfulqa_de_mc2"] == 0.45 and chosen.chance["arc_de"] == 0.25
-    assert chosen.flags == FlagSettings(2.0, 0.1, (1e-4, 1e-2))
+    assert chosen.flags == FlagSettings.from_schema()
 
 
 # --- the rule, the whole report and `snakemake --report` ---------------------------------------------

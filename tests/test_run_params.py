@@ -8,20 +8,26 @@ workflow test records the train jobs' params with ``--touch`` (nothing trains) a
 from __future__ import annotations
 
 import copy
+import os
+import re
 
 import yaml
 from conftest import REPO, SAMPLE_DIR, dry_run_jobs, run_snakemake
 from snakemake.persistence import UNREPRESENTABLE, Persistence
 
 from nanogerman.config import validate_config
+from nanogerman.provenance import file_sha256
 from nanogerman.run_params import (
     BACKEND_TPU_KEYS,
     FIT_SETTINGS,
     RESULT_TPU_KEYS,
     SMOKE_SETTINGS,
     backend_param,
+    checkpoint_identity,
+    checkpoint_key,
     plan_from_params,
     plan_param,
+    training_key,
 )
 from nanogerman.training import plan_run
 
@@ -69,9 +75,11 @@ def test_the_plan_param_is_recorded_the_backend_param_is_not_and_together_they_g
     assert plan_param(plan_run(config, "tiny_neox"), FIT_SETTINGS) == fit
 
 
-def test_a_backend_knob_plans_no_training_and_a_learning_rate_only_its_run(tmp_path):
-    """The scenario's tpu runs recorded by --touch; then poll interval and co. (nothing), the checks' settings, one run's rate."""
-    config = tpu_config()
+TRAIN_RULES = ("--allowed-rules", "train_run", "train_smoke", "train_fit", "train_checks")
+
+
+def touched_tpu_runs(tmp_path, config: dict, *options: str) -> list[str]:
+    """The scenario's training jobs recorded by --touch over stand-in inputs (nothing trains); returns the targets."""
     results = tmp_path / config["results_dir"]
     runs = [entry["name"] for entry in config["training"]["runs"]]
     folders = [results / "tokenizers" / entry["name"] for entry in config["tokenizers"]]
@@ -82,10 +90,23 @@ def test_a_backend_knob_plans_no_training_and_a_learning_rate_only_its_run(tmp_p
     for path in files:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("{}")
+    validated = validate_config(config)  # the runs' checks gates (--touch does not create them)
+    files += [results / "train" / run / "checks" / training_key(plan_run(validated, run)) for run in runs]
+    for path in files[-len(runs) :]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("")
     targets = [f"{config['results_dir']}/train/{run}/train.json" for run in runs]
-    only = ["--allowed-rules", "train_run", "train_smoke", "train_fit", "--rerun-triggers", "params"]
-    touched = run_snakemake(tmp_path, config, *targets, *only, "--touch", "--forceall")
+    touched = run_snakemake(tmp_path, config, *targets, *TRAIN_RULES, *options, "--touch", "--forceall")
     assert touched.returncode == 0, touched.stderr[-2000:]
+    return targets
+
+
+def test_a_backend_knob_plans_no_training_and_a_learning_rate_only_its_run(tmp_path):
+    """The scenario's tpu runs recorded by --touch; then poll interval and co. (nothing), the checks' settings, one run's rate."""
+    config = tpu_config()
+    runs = [entry["name"] for entry in config["training"]["runs"]]
+    only = [*TRAIN_RULES, "--rerun-triggers", "params"]
+    targets = touched_tpu_runs(tmp_path, config, "--rerun-triggers", "params")
 
     config["training"]["tpu"].update(poll_seconds=5, heartbeat_seconds=10, max_restarts=3, stale_minutes=60, keep=True)
     quiet = run_snakemake(tmp_path, config, *targets, *only, "-n")
@@ -96,14 +117,84 @@ def test_a_backend_knob_plans_no_training_and_a_learning_rate_only_its_run(tmp_p
     checked["training"].update(fit={"max_fraction": 0.9}, smoke={"steps": 3})
     checks = run_snakemake(tmp_path, checked, *targets, *only, "-n")
     assert checks.returncode == 0, checks.stderr[-2000:]
-    fits = sorted(f"run={run}" for run in runs)  # the checks again, but no training: a run takes them as ancient()
-    assert dry_run_jobs(checks.stdout) == {"train_fit": fits, "train_smoke": ["target=v6e-8-europe-west4-a"]}
+    fits = sorted(f"run={run}" for run in runs)  # the checks again, but no training: a run takes its gate as ancient()
+    smoke = ["target=v6e-8-europe-west4-a"]
+    assert planned_jobs(checks.stdout) == {"train_fit": fits, "train_smoke": smoke, "train_checks": fits}
+
+    shape = copy.deepcopy(config)  # a setting the checks read too: the checks and the runs, in one invocation
+    shape["training"]["defaults"]["max_target_length"] = 64
+    both = run_snakemake(tmp_path, shape, *targets, *only, "-n")
+    assert both.returncode == 0, both.stderr[-2000:]
+    assert planned_jobs(both.stdout) == {"train_fit": fits, "train_smoke": smoke, "train_checks": fits, "train_run": fits}
 
     config["training"]["runs"][1]["learning_rate"] = 0.002
     planned = run_snakemake(tmp_path, config, *targets, *only, "-n")
     assert planned.returncode == 0, planned.stderr[-2000:]
-    assert dry_run_jobs(planned.stdout) == {"train_run": [f"run={runs[1]}"]}
+    assert planned_jobs(planned.stdout) == {"train_run": [f"run={runs[1]}"], "train_checks": [f"run={runs[1]}"]}
     assert "params have changed since last execution" in planned.stdout
+
+
+def planned_jobs(output: str) -> dict[str, list[str]]:
+    """:func:`dry_run_jobs` without the checks gates' keys (run_params.training_key)."""
+    return {
+        rule: sorted(re.sub(r",? ?key=[0-9a-f]{8}", "", line) for line in lines) for rule, lines in dry_run_jobs(output).items()
+    }
+
+
+def wider(model_text: str) -> str:
+    """The model file edited in place: a wider MLP."""
+    assert "base_mlp_dim: 192" in model_text
+    return model_text.replace("base_mlp_dim: 192", "base_mlp_dim: 256")
+
+
+def test_an_edited_model_or_requirements_file_reruns_the_jobs_that_read_it_and_the_runs(tmp_path):
+    """Both files are inputs (Snakemake's default triggers include mtime) and their content names the runs' checks
+    gates (run_params.training_key): an edit plans the checks that read the file and the runs, in one invocation.
+
+    Without the gate, Snakemake 9.15 would plan the checks only, and the runs on the next invocation: it does not
+    look at a job's own reasons while the job behind one of its ancient() inputs reruns (dag.py, update_needrun).
+    """
+    config = tpu_config()
+    model, requirements = tmp_path / "model.yml", tmp_path / "tpu-requirements.txt"
+    model.write_text((REPO / config["training"]["defaults"]["model"]).read_text(encoding="utf-8"), encoding="utf-8")
+    requirements.write_text("jax==0.0.1\n", encoding="utf-8")
+    config["training"]["defaults"]["model"] = str(model)
+    config["training"]["tpu"]["requirements"] = str(requirements)
+    targets = touched_tpu_runs(tmp_path, config)
+    runs = sorted(f"run={entry['name']}" for entry in config["training"]["runs"])
+    smoke = ["target=v6e-8-europe-west4-a"]
+
+    same = run_snakemake(tmp_path, config, *targets, *TRAIN_RULES, "-n")
+    assert "Nothing to be done" in same.stdout + same.stderr, same.stdout[-2000:]
+
+    before = requirements.stat()
+    requirements.write_text("jax==0.0.2\n", encoding="utf-8")
+    planned = run_snakemake(tmp_path, config, *targets, *TRAIN_RULES, "-n")
+    assert planned.returncode == 0, planned.stderr[-2000:]
+    # the fit compiles on this machine: not its file
+    assert planned_jobs(planned.stdout) == {"train_smoke": smoke, "train_checks": runs, "train_run": runs}
+
+    requirements.write_text("jax==0.0.1\n", encoding="utf-8")
+    os.utime(requirements, ns=(before.st_atime_ns, before.st_mtime_ns))  # as it was: older than the outputs
+    model.write_text(wider(model.read_text(encoding="utf-8")), encoding="utf-8")
+    planned = run_snakemake(tmp_path, config, *targets, *TRAIN_RULES, "-n")
+    assert planned.returncode == 0, planned.stderr[-2000:]
+    assert planned_jobs(planned.stdout) == {"train_smoke": smoke, "train_fit": runs, "train_checks": runs, "train_run": runs}
+
+
+def test_the_checkpoint_key_follows_the_model_files_content_not_its_timestamp(tmp_path):
+    config = tpu_config()
+    model = tmp_path / "model.yml"
+    text = (REPO / config["training"]["defaults"]["model"]).read_text(encoding="utf-8")
+    model.write_text(text, encoding="utf-8")
+    config["training"]["defaults"]["model"] = str(model)
+    config = validate_config(config)
+    key = checkpoint_key(plan_run(config, "tiny_neox"))
+    model.write_text(text, encoding="utf-8")  # rewritten, the same bytes
+    assert checkpoint_key(plan_run(config, "tiny_neox")) == key
+    model.write_text(wider(text), encoding="utf-8")
+    assert checkpoint_key(plan_run(config, "tiny_neox")) != key
+    assert checkpoint_identity(plan_run(config, "tiny_neox"))["model_sha256"] == file_sha256(model)
 
 
 def test_a_reference_revision_reruns_exactly_that_references_jobs(tmp_path, base_config):

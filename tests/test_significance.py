@@ -159,7 +159,7 @@ def _overview(tmp_path, scores: dict, *, with_items=True):
     }
     models = assemble_models([], files)
     columns = select_columns(models, ReportSettings(chance={}))
-    table = overview_table(models, columns, FlagSettings())
+    table = overview_table(models, columns, FlagSettings.from_schema())
     return {row[0].text: row[1] for row in table.rows}, lead_notes(column_leads(models, columns))
 
 

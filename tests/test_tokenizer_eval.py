@@ -13,6 +13,7 @@ from conftest import default_config
 from hub_stand_in import HubStandIn
 
 from nanogerman.config import ConfigError, validate_config
+from nanogerman.schema import schema_defaults
 from nanogerman.tokenizer_eval import (
     TokenizerSource,
     batch_encoders,
@@ -33,6 +34,7 @@ from nanogerman.tokenizer_eval_data import (
 from nanogerman.tokenizer_eval_summary import format_metric, latex_table, markdown_table, plot_metric, summarize
 from nanogerman.tokenizer_training import TokenizerSpec, train_tokenizer
 
+BATCH = schema_defaults("tokenizer_eval")["batch_size"]  # the stage's texts per encoder call
 TINY_VOCAB = {"[UNK]": 0, "a": 1, "b": 2, "c": 3, "d": 4, "<s>": 5}
 
 
@@ -148,7 +150,9 @@ def test_metrics_by_hand_on_tiny_texts(tmp_path, tiny_dir):
 def test_samples_caps_the_records_read(tmp_path, tiny_dir):
     data = write_jsonl(tmp_path / "d.jsonl", ["a", "", "a b", "c c c"])  # the cap counts the empty record too
     stats, empty, _ = evaluate_texts(
-        [EvalDataset("d", (str(data),), samples=3)], one_at_a_time_encoder(load_tokenizer(TokenizerSource("t", str(tiny_dir))))
+        [EvalDataset("d", (str(data),), samples=3)],
+        one_at_a_time_encoder(load_tokenizer(TokenizerSource("t", str(tiny_dir)))),
+        batch_size=BATCH,
     )
     assert (stats["d"].texts, empty["d"], stats["d"].tokens) == (2, 1, 2 + 3)
 
@@ -159,8 +163,8 @@ def test_whitespace_only_texts_are_skipped_as_gertokeval_does(tmp_path, tiny_dir
     blank = write_jsonl(tmp_path / "blank.jsonl", ["a b", " ", "\n\t \n", "a\nc c", ""])
     out_clean, out_blank = tmp_path / "clean.json", tmp_path / "blank.json"
     source = TokenizerSource("tiny", str(tiny_dir))
-    evaluate_tokenizer(source, [EvalDataset("d", (str(clean),))], out_clean)
-    evaluate_tokenizer(source, [EvalDataset("d", (str(blank),))], out_blank)
+    evaluate_tokenizer(source, [EvalDataset("d", (str(clean),))], out_clean, batch_size=BATCH)
+    evaluate_tokenizer(source, [EvalDataset("d", (str(blank),))], out_blank, batch_size=BATCH)
     clean_result, blank_result = (json.loads(path.read_text()) for path in (out_clean, out_blank))
     assert blank_result["metrics"] == clean_result["metrics"]
     assert blank_result["totals"]["whitespace_texts_skipped"] == 2
@@ -202,7 +206,7 @@ def test_batch_and_one_at_a_time_agree_on_real_german_text(trained_dirs, eltec_d
     datasets = [EvalDataset("eltec", (str(eltec_dir / "shard_00005.parquet"),), samples=120)]
     name, encode = batch_encoders(tokenizer, trained_folder=trained_dirs[kind], threads=2)[0]
     batched, _, _ = evaluate_texts(datasets, encode, batch_size=50)
-    single, _, _ = evaluate_texts(datasets, one_at_a_time_encoder(tokenizer))
+    single, _, _ = evaluate_texts(datasets, one_at_a_time_encoder(tokenizer), batch_size=BATCH)
     assert batched["eltec"].texts == 120 and batched["eltec"].bytes > 400_000
     assert batched["eltec"].totals() == single["eltec"].totals()
     assert batched["eltec"].metrics(300) == single["eltec"].metrics(300)
@@ -437,7 +441,10 @@ def test_reference_tokenizer_from_the_hub_by_id(hub, trained_dirs, sample_dir, t
     shutil.copytree(trained_dirs["neox"], repo)
     out = tmp_path / "ref.json"
     got = evaluate_tokenizer(
-        TokenizerSource("ref", "owner/tokenizer"), [EvalDataset("validation", (str(sample_dir / "shard_00004.parquet"),))], out
+        TokenizerSource("ref", "owner/tokenizer"),
+        [EvalDataset("validation", (str(sample_dir / "shard_00004.parquet"),))],
+        out,
+        batch_size=BATCH,
     )
     assert got["commit"] == hub.commit_of(repo)
     assert got["revision"] == "main" and json.loads(out.read_text())["vocab_size"] == 300
@@ -452,6 +459,7 @@ def test_unreachable_reference_tokenizer_names_it(hub, tmp_path, sample_dir, mon
             TokenizerSource("german_gpt2", "dbmdz/german-gpt2"),
             [EvalDataset("validation", (str(sample_dir / "shard_00004.parquet"),))],
             out,
+            batch_size=BATCH,
         )
     message = str(caught.value)
     assert message.startswith("reference tokenizer 'german_gpt2' (dbmdz/german-gpt2@main): cannot load it")

@@ -572,7 +572,7 @@ def test_a_second_controller_of_the_same_run_says_who_holds_it(emulated, tiny_in
 
 def test_the_stop_command_stops_a_detached_run_and_deletes_the_slice(emulated):
     """`python -m nanogerman.tpu stop …` (the README's command) on a worker running a stand-in training that never ends."""
-    target = tpu_gcloud.TpuTarget(QR, PROJECT, ZONE, ACCELERATOR, RUNTIME)
+    target = tpu_gcloud.TpuTarget(QR, PROJECT, ZONE, ACCELERATOR, RUNTIME, "spot")
     resource = tpu_gcloud.QueuedResource(
         target, {"wait_timeout_minutes": 1, "max_restarts": 0, "poll_seconds": 0}, on_line=lambda line: None
     )

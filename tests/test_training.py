@@ -24,6 +24,7 @@ from nanogerman.config import ConfigError, validate_config
 from nanogerman.job import committed_steps, config_hash, maxtext_train_args, padded_vocab
 from nanogerman.metrics import dedupe_steps, parse_step_line, read_jsonl, summarize_metrics
 from nanogerman.resume import recorded_through
+from nanogerman.schema import schema_defaults
 from nanogerman.training import (
     TrainingError,
     accelerator_devices,
@@ -514,7 +515,7 @@ def test_fit_check_fails_early_with_the_per_chip_memory(tmp_path):
     plan = plan_run(validate_config(config), "tiny_neox")
     tokenizer, _ = stub_run_inputs(tmp_path)
     with pytest.raises(TrainingError) as caught:
-        training.fit_check(plan, tokenizer_dir=tokenizer, out=tmp_path / "fit.json")
+        training.fit_check(plan, tokenizer_dir=tokenizer, out=tmp_path / "fit.json", fit=schema_defaults("training", "fit"))
     message = str(caught.value)
     assert "\n" not in message
     assert message.startswith("run tiny_neox does not fit v6e-8: the train step needs ")

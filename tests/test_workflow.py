@@ -98,9 +98,10 @@ def planned_jobs(root: Path, config: dict) -> set[str]:
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     result = snakemake_at_root(root, "-n", *README_COMMAND, f"--configfile={path}")
     assert result.returncode == 0, result.stderr[-2000:]
-    # the checkpoint jobs' key (a hash of the run's settings) left out: the tests name jobs by run and step
+    # the keys of the checkpoint jobs and of the runs' checks gates (hashes of the run's settings) left out:
+    # the tests name jobs by run and step
     jobs = {
-        f"{rule}[{re.sub(r'key=[0-9a-f]{8}, ', '', line)}]" if line else rule
+        f"{rule}[{re.sub(r', key=[0-9a-f]{8}', '', line)}]" if line else rule
         for rule, lines in dry_run_jobs(result.stdout).items()
         for line in lines
     }
@@ -158,7 +159,8 @@ CHANGES = {
     # the two runs then differ in two settings, so they are no longer a pair to compare: no comparisons job
     "one run's learning rate": (
         change(("training", "runs", 0, "learning_rate"), 2.0e-3),
-        run_jobs("tiny_nanochat") | (SUMMARIES - {"eval_comparisons"}),
+        # its checks gate too: a new training key (run_params.training_key), so a gate of its own
+        run_jobs("tiny_nanochat") | {"train_checks[run=tiny_nanochat]"} | (SUMMARIES - {"eval_comparisons"}),
     ),
     "the lm-eval task limit": (
         change(("evaluation", "limit"), 50),

@@ -17,15 +17,14 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import jsonschema
-import yaml
 
 from nanogerman.bounds import BoundsError, check_bounds
 from nanogerman.evaluation_config import check_export_evaluation
 from nanogerman.preemption import resolve_dataset_format
+from nanogerman.schema import fill_defaults, load_schema
 from nanogerman.selection import (  # noqa: F401 (re-exported: the Snakefile and scripts select through config)
     ConfigError,
     all_shards,
@@ -38,13 +37,6 @@ from nanogerman.selection import (  # noqa: F401 (re-exported: the Snakefile and
 )
 from nanogerman.tokenizer_training import TokenizerError, check_vocab_size
 from nanogerman.training import TrainingError, check_training
-
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
-
-
-def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
-    with open(path, encoding="utf-8") as handle:
-        return yaml.safe_load(handle)
 
 
 def validate_config(config: dict, schema: dict | None = None) -> dict:
@@ -142,36 +134,6 @@ def _hint(name: str, allowed: list[str]) -> str:
 
     close = difflib.get_close_matches(name, allowed, n=1)
     return f" (did you mean {close[0]}?)" if close else ""
-
-
-def fill_defaults(instance: Any, schema: dict, root: dict) -> Any:
-    """Fill ``default`` values from the schema into objects, recursing into arrays."""
-    schema = _resolve(schema, root)
-    if isinstance(instance, dict):
-        for name, sub_schema in schema.get("properties", {}).items():
-            sub_schema = _resolve(sub_schema, root)
-            if name not in instance and "default" in sub_schema:
-                instance[name] = copy.deepcopy(sub_schema["default"])
-            if name in instance:
-                instance[name] = fill_defaults(instance[name], sub_schema, root)
-        extra = schema.get("additionalProperties")
-        if isinstance(extra, dict):
-            for name in instance:
-                if name not in schema.get("properties", {}):
-                    instance[name] = fill_defaults(instance[name], extra, root)
-    elif isinstance(instance, list) and isinstance(schema.get("items"), dict):
-        return [fill_defaults(item, schema["items"], root) for item in instance]
-    return instance
-
-
-def _resolve(schema: dict, root: dict) -> dict:
-    reference = schema.get("$ref") if isinstance(schema, dict) else None
-    if reference and reference.startswith("#/"):
-        target: Any = root
-        for part in reference[2:].split("/"):
-            target = target[part]
-        return target
-    return schema
 
 
 def check_references(config: dict) -> None:

@@ -9,11 +9,13 @@ renamed into place only once it has passed the checks.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -25,6 +27,7 @@ from nanogerman.hub import HubTarget, call_hub
 from nanogerman.hub import endpoint as hub_endpoint
 from nanogerman.manifests import read_json_object
 from nanogerman.provenance import file_sha256
+from nanogerman.schema import schema_defaults
 from nanogerman.text_column import TEXT_COLUMN, blank_count, parquet_text_batches
 
 log = logging.getLogger(__name__)
@@ -40,21 +43,29 @@ class ShardSource:
 
     kind: str  # "local", "hub" or "gcs"
     location: str  # folder, Hub dataset repo id, or gs://bucket/prefix
-    revision: str = "main"  # Hub only
-    file_pattern: str = "shard_{index:05d}.parquet"
-    retries: int = 5  # Hub only: attempts after the first
-    backoff_seconds: float = 2.0  # Hub only: first wait; doubles each retry
+    revision: str  # Hub only
+    file_pattern: str
+    retries: int  # Hub only: attempts after the first
+    backoff_seconds: float  # Hub only: first wait; doubles each retry
 
     @classmethod
     def from_config(cls, corpus: dict) -> ShardSource:
-        download = corpus.get("download", {})
+        """From a validated config's ``corpus`` section (every key filled in)."""
+        download = corpus["download"]
         return cls(
             kind=corpus["source"],
             location=str(corpus["location"]),
-            revision=str(corpus.get("revision", "main")),
-            file_pattern=corpus.get("file_pattern", cls.file_pattern),
-            retries=int(download.get("retries", cls.retries)),
-            backoff_seconds=float(download.get("backoff_seconds", cls.backoff_seconds)),
+            revision=str(corpus["revision"]),
+            file_pattern=corpus["file_pattern"],
+            retries=int(download["retries"]),
+            backoff_seconds=float(download["backoff_seconds"]),
+        )
+
+    @classmethod
+    def from_schema(cls, kind: str, location: str, **changes: Any) -> ShardSource:
+        """``kind`` at ``location`` with the schema's defaults and ``changes`` on top (tests)."""
+        return dataclasses.replace(
+            cls.from_config({**schema_defaults("corpus"), "source": kind, "location": location}), **changes
         )
 
     def filename(self, index: int) -> str:

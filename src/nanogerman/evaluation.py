@@ -32,13 +32,14 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from nanogerman.atomic import write_json
 from nanogerman.clean_subsets import write_clean_tasks
 from nanogerman.errors import StageError, first_line
 from nanogerman.offline_tasks import generated_task_yaml
 from nanogerman.provenance import package_versions
+from nanogerman.schema import schema_defaults
 from nanogerman.scratch import scratch_dir
 from nanogerman.suites import (
     chance_levels,
@@ -82,25 +83,37 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
-class EvalSettings:
-    """``evaluation`` settings that apply to every model."""
+class ForwardSettings:
+    """The ``evaluation`` settings a forward pass reads (loading a model, bits per byte); the defaults are the
+    schema's (:meth:`from_schema`)."""
 
-    batch_size: int = 8
-    device: str = "cpu"
-    dtype: str = "float32"
-    limit: int | None = None
-    num_fewshot: int = 0
-    seed: int = 1234
-    bootstrap_iters: int = 100000  # lm-eval's draws for the stderr of perplexity and mcc (means have a closed form)
+    batch_size: int
+    device: str
+    dtype: str
 
     @classmethod
-    def from_config(cls, section: dict) -> EvalSettings:
-        keys = ("batch_size", "device", "dtype", "limit", "num_fewshot", "seed", "bootstrap_iters")
-        return cls(**{key: section[key] for key in keys if key in section})
+    def from_config(cls, section: dict) -> Self:
+        """From a validated config's ``evaluation`` section (every key filled in)."""
+        return cls(**{field.name: section[field.name] for field in dataclasses.fields(cls)})
+
+    @classmethod
+    def from_schema(cls, **changes: Any) -> Self:
+        """The schema's defaults, with ``changes`` on top (tests, benchmarks); an unknown change is a TypeError."""
+        return dataclasses.replace(cls.from_config(schema_defaults("evaluation")), **changes)
 
     def as_param(self) -> dict:
         """These settings as a dict, for a rule's ``params``: Snakemake sees a change in a dict, not in an object."""
         return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class EvalSettings(ForwardSettings):
+    """``evaluation`` settings that apply to every model: the forward pass's and lm-eval's."""
+
+    limit: int | None
+    num_fewshot: int
+    seed: int
+    bootstrap_iters: int  # lm-eval's draws for the stderr of perplexity and mcc (means have a closed form)
 
 
 def reference_entry(config: dict, name: str) -> dict | None:
@@ -204,7 +217,7 @@ def check_reachable(spec: ModelSpec) -> None:
         raise ModelLoadError(f"{spec.describe()} cannot be loaded: {type(error).__name__}: {first_line(error)}") from None
 
 
-def load_lm(spec: ModelSpec, settings: EvalSettings):
+def load_lm(spec: ModelSpec, settings: ForwardSettings):
     """lm-eval's HFLM for the model; any failure to load becomes one line naming the model."""
     from lm_eval.models.huggingface import HFLM
 
@@ -225,7 +238,7 @@ def load_lm(spec: ModelSpec, settings: EvalSettings):
         raise ModelLoadError(f"{spec.describe()} cannot be loaded: {first_line(error)}") from None
 
 
-def model_args_text(spec: ModelSpec, settings: EvalSettings) -> str:
+def model_args_text(spec: ModelSpec, settings: ForwardSettings) -> str:
     """lm-eval's model_args string for the results' config (what ``lm_eval --model_args`` would take)."""
     parts = [f"pretrained={spec.path}", f"dtype={settings.dtype}", f"trust_remote_code={spec.trust_remote_code}"]
     if spec.revision and not spec.is_local:
@@ -371,7 +384,7 @@ def rolling_windows(ids: Sequence[int], prefix: int, max_length: int) -> list[tu
     return windows
 
 
-def document_nll(model, ids: Sequence[int], prefix: int, max_length: int, *, device: str = "cpu", batch_size: int = 8) -> float:
+def document_nll(model, ids: Sequence[int], prefix: int, max_length: int, *, device: str, batch_size: int) -> float:
     """Negative log-likelihood (nats) of ``ids`` after ``prefix`` under a causal LM, in rolling windows."""
     import torch
 
@@ -392,7 +405,7 @@ def document_nll(model, ids: Sequence[int], prefix: int, max_length: int, *, dev
     return total
 
 
-def bits_per_byte(model, tokenizer, texts: Iterable[str], *, max_length: int, device: str = "cpu", batch_size: int = 8) -> dict:
+def bits_per_byte(model, tokenizer, texts: Iterable[str], *, max_length: int, device: str, batch_size: int) -> dict:
     """Bits per UTF-8 byte of ``texts`` (see the module docstring), with tokens, bytes and the uniform-model figure."""
     prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     if prefix is None:
@@ -445,7 +458,7 @@ def model_max_length(model, configured: int | None = None) -> int:
 
 def evaluate_bits_per_byte(
     spec: ModelSpec,
-    settings: EvalSettings,
+    settings: ForwardSettings,
     texts: Sequence[str],
     out: str | Path,
     *,

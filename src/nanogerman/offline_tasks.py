@@ -19,14 +19,16 @@ import json
 import random
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from nanogerman.atomic import atomic_path
 from nanogerman.errors import StageError
 from nanogerman.manifests import read_json_object
+from nanogerman.schema import schema_defaults
 
 SPLITS = ("train", "validation", "test")  # lm-eval's training_split, validation_split, test_split
 _SENTENCE_END = re.compile(r"([.!?…]+[\"“”»«’')\]]*)\s+(?=[\"„“»«'(\[]?[A-ZÄÖÜ0-9])")
@@ -43,21 +45,28 @@ class TaskGenerationError(StageError):
 
 @dataclass(frozen=True)
 class NextPassageSpec:
-    """Settings of the next-passage task (``evaluation.next_passage`` in the config)."""
+    """Settings of the next-passage task (``evaluation.next_passage`` in the config; defaults: the schema's, see
+    :meth:`from_schema`), and the task's fixed shape."""
 
+    examples: int  # at most; fewer when the text has fewer passages
+    seed: int
+    context_chars: int  # whole sentences before the continuation, up to this many characters (at least one)
+    continuation_chars: int  # each continuation: whole sentences, at least this many characters …
     task: str = "next_passage_de"
-    examples: int = 200  # at most; fewer when the text has fewer passages
-    seed: int = 1234
-    context_chars: int = 300  # whole sentences before the continuation, up to this many characters (at least one)
-    continuation_chars: int = 100  # each continuation: whole sentences, at least this many characters …
     max_continuation_factor: float = 2.0  # … and at most this many times as many (longer passages are left out)
     choices: int = 4
     candidates: int = 4  # distractors are drawn from the (choices - 1) * candidates closest in length
 
     @classmethod
     def from_config(cls, section: dict, task: str | None = None) -> NextPassageSpec:
+        """From a validated config's ``evaluation.next_passage`` section (every key filled in)."""
         keys = ("examples", "seed", "context_chars", "continuation_chars")
-        return cls(task=task or section.get("task", cls.task), **{key: section[key] for key in keys if key in section})
+        return cls(task=task or section.get("task", cls.task), **{key: section[key] for key in keys})
+
+    @classmethod
+    def from_schema(cls, **changes: Any) -> NextPassageSpec:
+        """The schema's defaults, with ``changes`` on top (tests); an unknown change is a TypeError."""
+        return replace(cls.from_config(schema_defaults("evaluation", "next_passage")), **changes)
 
 
 def sentences(text: str) -> list[str]:

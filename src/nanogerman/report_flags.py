@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from nanogerman.curves import MARK_OVERFIT, MARK_STALLED
 from nanogerman.offline_tasks import NextPassageSpec
 from nanogerman.report_data import Run, Score
+from nanogerman.schema import schema_defaults
 from nanogerman.selection import ConfigError
 
 DEFAULT_CHANCE: dict[str, float | None] = {
@@ -40,9 +41,27 @@ RUN_MARKS = {"lr": MARK_LR, "loss": MARK_LOSS, "overfit": MARK_OVERFIT, "stalled
 
 @dataclass(frozen=True)
 class FlagSettings:
-    chance_stderrs: float = 2.0
-    min_loss_drop: float = 0.1
-    learning_rate_range: tuple[float, float] = (1e-4, 1e-2)
+    """``report.flags``; the defaults are the schema's (:meth:`from_schema`)."""
+
+    chance_stderrs: float
+    min_loss_drop: float
+    learning_rate_range: tuple[float, float]
+
+    @classmethod
+    def from_section(cls, flags: dict) -> FlagSettings:
+        """From ``report.flags``, the schema's default for each key it lacks; a bad range is a one-line ConfigError."""
+        values = {**schema_defaults("report", "flags"), **flags}
+        low, high = values["learning_rate_range"]
+        if not 0 < low < high:
+            raise ConfigError(
+                f"config error: report.flags.learning_rate_range is {[low, high]!r}; expected [low, high] with 0 < low < high"
+            )
+        return cls(float(values["chance_stderrs"]), float(values["min_loss_drop"]), (float(low), float(high)))
+
+    @classmethod
+    def from_schema(cls, **changes: float | tuple[float, float]) -> FlagSettings:
+        """The schema's defaults, with ``changes`` on top (tests); an unknown change is a TypeError."""
+        return dataclasses.replace(cls.from_section({}), **changes)
 
 
 @dataclass(frozen=True)
@@ -51,18 +70,13 @@ class ReportSettings:
     task_order: tuple[str, ...] = ()  # these first (the evaluation stage's tasks), then any other task found
     average_tasks: tuple[str, ...] | None = None  # None: every task in the columns
     chance: dict = field(default_factory=lambda: dict(DEFAULT_CHANCE))
-    flags: FlagSettings = FlagSettings()
+    flags: FlagSettings = field(default_factory=FlagSettings.from_schema)
 
     @classmethod
     def from_config(cls, config: dict) -> ReportSettings:
         """The ``report`` section (schema defaults filled in or not) and the evaluation stage's task names."""
         section = config.get("report") or {}
-        flags = section.get("flags") or {}
-        low, high = flags.get("learning_rate_range", FlagSettings.learning_rate_range)
-        if not 0 < low < high:
-            raise ConfigError(
-                f"config error: report.flags.learning_rate_range is {[low, high]!r}; expected [low, high] with 0 < low < high"
-            )
+        flags = FlagSettings.from_section(section.get("flags") or {})
         tasks = section.get("tasks")
         averaged = section.get("average_tasks")
         return cls(
@@ -70,11 +84,7 @@ class ReportSettings:
             task_order=tuple(evaluation_tasks(config)),
             average_tasks=None if averaged is None else tuple(averaged),
             chance={**DEFAULT_CHANCE, **(section.get("chance") or {})},
-            flags=FlagSettings(
-                chance_stderrs=float(flags.get("chance_stderrs", FlagSettings.chance_stderrs)),
-                min_loss_drop=float(flags.get("min_loss_drop", FlagSettings.min_loss_drop)),
-                learning_rate_range=(float(low), float(high)),
-            ),
+            flags=flags,
         )
 
     def as_param(self) -> dict:

@@ -26,16 +26,19 @@ import copy
 import dataclasses
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 from nanogerman.job import RunPlan
+from nanogerman.provenance import file_sha256
+from nanogerman.tpu_run import requirements_location
 from nanogerman.training import resolve_model_path
 
 # training.tpu keys that change what a run trains, or how fast its numbers come out the same:
 RESULT_TPU_KEYS = (
     "accelerator_type",  # the device count and kind: batch geometry and numerics
     "runtime_version",  # the TPU VM image and its drivers
-    "requirements",  # the pinned packages the workers train with (the file's path: an edited file under the same path is not noticed)
+    "requirements",  # the pinned packages the workers train with (the path here; the content: requirements_input)
     "python",  # the Python of the workers' environment
 )
 # training.tpu keys that only decide where and how the job drives the slice; changing one reruns nothing:
@@ -92,17 +95,51 @@ NOT_CHECKPOINT_IDENTITY = ("steps", "checkpoint_period", "eval_interval", "eval_
 
 def checkpoint_identity(plan: RunPlan) -> dict:
     """The run settings that make its checkpoint at a step what it is, for the checkpoint jobs' params: a changed
-    learning rate, tokenizer or model re-evaluates the run's intermediate checkpoints."""
+    learning rate, tokenizer or model re-evaluates the run's intermediate checkpoints.
+
+    The model file counts by its content too (``model_sha256``): a file edited under the same name
+    trains a new run (its text is in the run's hash), whose checkpoints must not reuse the old ones'
+    evaluations. A missing file has none (the training job then says it is missing)."""
     fields = plan_param(plan)
     fields["settings"] = {key: value for key, value in fields["settings"].items() if key not in NOT_CHECKPOINT_IDENTITY}
+    fields["model_sha256"] = _sha256_if_file(plan.model_path)
     return fields
 
 
 def checkpoint_key(plan: RunPlan) -> str:
-    """8 hex digits of :func:`checkpoint_identity` (less the absolute model path): the folder of a run's
-    intermediate checkpoint evaluations, so a run with other settings never mixes with earlier results."""
+    """8 hex digits of :func:`checkpoint_identity` (the model file's name and content, not its absolute path):
+    the folder of a run's intermediate checkpoint evaluations, so a run with other settings never mixes with
+    earlier results."""
     identity = checkpoint_identity(plan)
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode("utf-8")).hexdigest()[:8]
+
+
+def requirements_input(plan: RunPlan) -> list[str]:
+    """The tpu workers' requirements file as an input of the jobs that install it (the smoke and training jobs
+    of a tpu run): an edited file reruns them like an edited model file. Nothing for a local run, or for a
+    file that is not there (the job then stops with its own one-line error)."""
+    if plan.tpu is None:
+        return []
+    path = requirements_location(plan.tpu)
+    return [str(path)] if path.is_file() else []
+
+
+def training_key(plan: RunPlan) -> str:
+    """8 hex digits of what reruns a run's training job: its :func:`plan_param` and the content of the files it
+    reads (the model file; for a tpu run the requirements file). The name of the run's checks gate (rule
+    train_checks in rules/train.smk): the checks are ancient() inputs of the training, and Snakemake 9.15 does
+    not look at a job's own reasons while the job behind such an input reruns, so a run whose key changed
+    waits for a gate that is not there yet, and Snakemake plans it for that."""
+    identity = {
+        "plan": plan_param(plan),
+        "model_sha256": _sha256_if_file(plan.model_path),
+        "requirements_sha256": [file_sha256(path) for path in requirements_input(plan)],
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode("utf-8")).hexdigest()[:8]
+
+
+def _sha256_if_file(path: str) -> str | None:
+    return file_sha256(path) if Path(path).is_file() else None
 
 
 def backend_param(plan: RunPlan) -> Unrecorded:

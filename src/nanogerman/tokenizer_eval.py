@@ -322,7 +322,7 @@ def checked_encoder(tokenizer, encoders: list[tuple[str, Encoder]], texts: list[
 
 
 def evaluate_texts(
-    datasets: list[EvalDataset], encode: Encoder, *, batch_size: int = 1000, clock: Callable[[], float] = time.perf_counter
+    datasets: list[EvalDataset], encode: Encoder, *, batch_size: int, clock: Callable[[], float] = time.perf_counter
 ) -> tuple[dict[str, TextStats], dict[str, int], float]:
     """Encode every dataset's non-empty texts; return stats per dataset, empty texts per dataset, encode seconds."""
     stats: dict[str, TextStats] = {}
@@ -372,7 +372,7 @@ def evaluate_tokenizer(
     datasets: list[EvalDataset],
     out_path: str | Path,
     *,
-    batch_size: int = 1000,
+    batch_size: int,
     threads: int | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> dict:

@@ -56,7 +56,7 @@ def main(argv: list[str]) -> int:
     stop.add_argument("--run-dir", help="<checkpoint_dir>/<run_name> of the run (without it the slice is only deleted)")
     stop.add_argument("--keep-slice", action="store_true", help="stop the training but leave the queued resource")
     options = parser.parse_args(argv)
-    target = TpuTarget(options.queued_resource, options.project, options.zone, "", "")
+    target = TpuTarget(options.queued_resource, options.project, options.zone, "", "", "")  # what stop_run needs
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         stop_run(target, options.run_dir, keep_slice=options.keep_slice)

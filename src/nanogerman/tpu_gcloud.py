@@ -54,7 +54,7 @@ class TpuTarget:
     zone: str
     accelerator_type: str
     runtime_version: str
-    provisioning: str = "spot"
+    provisioning: str
 
     @classmethod
     def from_settings(cls, settings: dict) -> TpuTarget:

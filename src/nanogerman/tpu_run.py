@@ -257,9 +257,14 @@ def stop_hint(target: TpuTarget, run_dir: str) -> str:
 # --- the backend entry points used by nanogerman.training ------------------------------------
 
 
-def _requirements_path(settings: dict) -> str:
+def requirements_location(settings: dict) -> Path:
+    """training.tpu.requirements as a path: a relative one is in the project folder."""
     path = Path(settings["requirements"])
-    path = path if path.is_absolute() else PROJECT_ROOT / path
+    return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+def _requirements_path(settings: dict) -> str:
+    path = requirements_location(settings)
     if not path.is_file():
         raise TrainingError(f"training.tpu.requirements: {path} not found (the pinned environment for the TPU workers)")
     return str(path)

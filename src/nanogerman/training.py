@@ -537,11 +537,11 @@ def fit_args(plan: RunPlan, *, model_path: str, vocab_size: int) -> list[str]:
 
 
 def fit_check(
-    plan: RunPlan, *, tokenizer_dir: str | Path, out: str | Path, fit: dict | None = None, clock: Callable[[], float] = time.time
+    plan: RunPlan, *, tokenizer_dir: str | Path, out: str | Path, fit: dict, clock: Callable[[], float] = time.time
 ) -> dict:
-    """Compile the run's train step ahead of time for its TPU topology (on this CPU) and check it fits in HBM."""
+    """Compile the run's train step ahead of time for its TPU topology (on this CPU) and check it fits in HBM
+    (``fit``: ``hbm_gib`` and ``max_fraction`` of ``training.fit``)."""
     started = clock()
-    fit = fit or {}
     if plan.backend != "tpu":
         raise TrainingError(
             f"run {plan.name}: the fit check compiles for a TPU topology; the run uses the {plan.backend} backend"
@@ -555,7 +555,7 @@ def fit_check(
     tail = LineTail(keep=400)
     returncode = run_streaming(command, env=env, on_line=tail)
     text = "\n".join(tail.lines)
-    capacity = hbm_gib(plan.accelerator, fit.get("hbm_gib"))
+    capacity = hbm_gib(plan.accelerator, fit["hbm_gib"])
     oom = parse_oom(text)
     if oom is not None:
         raise TrainingError(
@@ -570,7 +570,7 @@ def fit_check(
     if memory is None:
         raise TrainingError(f"run {plan.name}: train_compile printed no memory analysis; see the job's log")
     needed = memory["per_chip_bytes"] / 2**30
-    limit = capacity * float(fit.get("max_fraction", 0.95))
+    limit = capacity * float(fit["max_fraction"])
     report = {
         "run": plan.name,
         "accelerator": plan.accelerator,

@@ -1,0 +1,61 @@
+"""``config/schema.yaml``: loading it and the defaults it declares.
+
+:func:`nanogerman.config.validate_config` fills them into a whole config; code and tests that need a
+section's defaults without one use :func:`schema_defaults`, so that defaults live only in the schema.
+This module imports no other of the project's, so any module may use it.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
+
+
+def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
+    with open(path, encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+def fill_defaults(instance: Any, schema: dict, root: dict) -> Any:
+    """Fill ``default`` values from the schema into objects, recursing into arrays."""
+    schema = _resolve(schema, root)
+    if isinstance(instance, dict):
+        for name, sub_schema in schema.get("properties", {}).items():
+            sub_schema = _resolve(sub_schema, root)
+            if name not in instance and "default" in sub_schema:
+                instance[name] = copy.deepcopy(sub_schema["default"])
+            if name in instance:
+                instance[name] = fill_defaults(instance[name], sub_schema, root)
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, dict):
+            for name in instance:
+                if name not in schema.get("properties", {}):
+                    instance[name] = fill_defaults(instance[name], extra, root)
+    elif isinstance(instance, list) and isinstance(schema.get("items"), dict):
+        return [fill_defaults(item, schema["items"], root) for item in instance]
+    return instance
+
+
+def schema_defaults(*path: str) -> dict:
+    """The schema's defaults of the config section at ``path`` (e.g. ``"evaluation"``), as :func:`fill_defaults`
+    fills them into an empty section: for code and tests that need the defaults without a whole config."""
+    root = load_schema()
+    schema = root
+    for name in path:
+        schema = _resolve(_resolve(schema, root)["properties"][name], root)
+    return fill_defaults({}, schema, root)
+
+
+def _resolve(schema: dict, root: dict) -> dict:
+    reference = schema.get("$ref") if isinstance(schema, dict) else None
+    if reference and reference.startswith("#/"):
+        target: Any = root
+        for part in reference[2:].split("/"):
+            target = target[part]
+        return target
+    return schema
