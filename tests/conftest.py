@@ -209,13 +209,11 @@ def gcs_emulator():
 # worker, in this order: the files that take minutes start first (longest first), so that the
 # many short files fill in beside them instead of one long file starting last on an otherwise
 # idle machine. Each worker is handed two files at the start: a short one goes second, so that
-# it, not a long one, waits behind the two whole-workflow runs.
+# it, not a long one, waits behind the end-to-end run.
 FIRST = (
-    "test_workflow.py",  # README command 1: the whole embedded default (minutes)
-    "test_cluster.py",  # the whole embedded default again, through the cluster-generic executor (minutes)
-    "test_atomic.py",  # short: queued behind test_workflow.py on its worker
-    "test_provenance.py",  # short: queued behind test_cluster.py on its worker
+    "test_workflow.py",  # the whole embedded default: cluster-generic, then README command 1 (minutes)
     "test_exactly_once.py",
+    "test_atomic.py",  # short: queued behind test_workflow.py on its worker
     "test_training.py",
     "test_evaluation.py",
     "test_tpu.py",

@@ -1,9 +1,18 @@
-"""The whole workflow on the embedded default config, as README command 1 runs it, and what a changed value reruns.
+"""The whole embedded default, as the README's commands run it, and what a changed value reruns.
 
-The run is the README's command (`snakemake --cores all`) in a copy of the repository, with the
-repository copy as the working directory. The copy's `config/config.yaml` differs from the
-repository's in one key: a `results_dir` that MaxText's own config parser would cut or turn into
-a mapping if a value reached it unquoted.
+The run goes through both of the README's executors in one copy of the repository, with the copy as
+the working directory, and costs one run of the default:
+
+1. `snakemake --profile profiles/cluster-generic <targets>`: the data stages, the smoke check and the
+   first run's training, export, checkpoint evaluations and evaluation, every job submitted by
+   profiles/cluster-generic/submit.py (its own detached process, a scrubbed environment, another
+   working directory: nothing but its declared inputs and params);
+2. README command 1 as typed (`snakemake --cores all`): the rest (the second run's chain, the
+   comparisons, the report) on Snakemake's local executor, and it must finish the workflow.
+
+Two full runs (one per executor) took over 20 minutes of the suite's 15 on 2 cores. The copy's
+`config/config.yaml` differs from the repository's in one key: a `results_dir` that MaxText's own
+config parser would cut or turn into a mapping if a value reached it unquoted.
 """
 
 from __future__ import annotations
@@ -24,21 +33,67 @@ RESULTS_DIR = "res #1: x"
 README_COMMAND = ("--cores", "all")
 
 
+CLUSTER_COMMAND = ("--profile", "profiles/cluster-generic")
+CLUSTER_RUN = "tiny_nanochat"  # the run whose chain goes through the cluster executor; tiny_neox's through command 1
+TOKENS = {"HF_TOKEN": SENTINEL, "HUGGING_FACE_HUB_TOKEN": SENTINEL}
+
+
+def cluster_targets() -> list[str]:
+    """The data stages, the tokenizer evaluation and the first run's training, export, evaluations and checkpoints."""
+    results, run = RESULTS_DIR, CLUSTER_RUN
+    return [
+        f"{results}/tokenizer_eval/summary/tokenizer_eval.md",
+        f"{results}/dataset/dataset.json",
+        f"{results}/eval/{run}/lm_eval.json",
+        f"{results}/eval/{run}/bits_per_byte.json",
+        f"{results}/checkpoint_eval/{run}/curves.csv",
+    ]
+
+
+def executed(output: str) -> tuple[list[str], list[str]]:
+    """(rules of the jobs, rules of the local jobs) a Snakemake run's log lists, one entry per job (with a cluster
+    executor, the jobs it submits and the local rules it runs itself)."""
+    jobs = [line.split()[1].rstrip(":") for line in output.splitlines() if line.startswith("rule ")]
+    local = [line.split()[1].rstrip(":") for line in output.splitlines() if line.startswith("localrule ")]
+    return jobs, local
+
+
 @pytest.fixture(scope="module")
 def default_run(tmp_path_factory):
-    """README command 1 in a copy of the repository; yields (root, CompletedProcess)."""
+    """The cluster half, then README command 1, in a copy of the repository; yields (root, cluster run, command 1 run)."""
     root = copy_workflow(tmp_path_factory.mktemp("repo"))
     config_file = root / "config" / "config.yaml"
     config_file.write_text(config_file.read_text(encoding="utf-8") + f"\nresults_dir: {json.dumps(RESULTS_DIR)}\n")
-    result = snakemake_at_root(
-        root, *README_COMMAND, env={"HF_TOKEN": SENTINEL, "HUGGING_FACE_HUB_TOKEN": SENTINEL}, timeout=1500
-    )
-    return root, result
+    cluster = snakemake_at_root(root, *CLUSTER_COMMAND, *cluster_targets(), env=TOKENS, timeout=1500)
+    if cluster.returncode != 0:
+        return root, cluster, cluster
+    return root, cluster, snakemake_at_root(root, *README_COMMAND, env=TOKENS, timeout=1500)
+
+
+@pytest.mark.slow
+def test_both_executors_ran_their_half_and_command_1_finished_the_workflow(default_run):
+    root, cluster, result = default_run
+    output = cluster.stdout + cluster.stderr
+    assert cluster.returncode == 0, output[-4000:]
+    jobs, local = executed(output)
+    stages = {"corpus_shard", "tokenizer_train", "tokenizer_eval", "dataset_part", "dataset_assemble", "train_smoke"}
+    stages |= {"train_run", "export_hf", "checkpoint_export", "checkpoint_evaluate", "eval_lm_eval", "eval_bits_per_byte"}
+    assert stages <= set(jobs), sorted(set(jobs))
+    assert output.count("Submitted job ") == len(jobs) >= 25, output[-3000:]  # every job but the local rules
+    scratch = list((root / ".snakemake" / "cluster-generic").iterdir())
+    assert len(scratch) == len(jobs) and all((folder / "job.log").is_file() for folder in scratch)
+    assert "results_report" not in local
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    jobs = sum(executed(output), [])  # the local executor lists every job as a "localrule"
+    assert {"train_run", "export_hf", "checkpoint_export", "checkpoint_evaluate", "eval_lm_eval"} <= set(jobs), jobs
+    assert not {"corpus_shard", "tokenizer_train", "dataset_part"} & set(jobs) and "Submitted job" not in output
+    assert jobs.count("train_run") == 1 and "results_report" in jobs  # tiny_neox's chain, then the report
 
 
 @pytest.mark.slow
 def test_default_workflow_end_to_end(default_run):
-    root, result = default_run
+    root, _, result = default_run
     assert result.returncode == 0, result.stderr[-3000:]
     results = root / RESULTS_DIR
     corpus = json.loads((results / "corpus" / "corpus.json").read_text())
@@ -180,7 +235,7 @@ CHANGES = {
 @pytest.mark.slow
 @pytest.mark.parametrize("what", list(CHANGES))
 def test_a_changed_value_reruns_exactly_its_dependent_jobs(default_run, what):
-    root, result = default_run
+    root, _, result = default_run
     assert result.returncode == 0, "the default run failed (see test_default_workflow_end_to_end)"
     modify, expected = CHANGES[what]
     config = yaml.safe_load((root / "config" / "config.yaml").read_text(encoding="utf-8"))
