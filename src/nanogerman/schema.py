@@ -8,6 +8,7 @@ This module imports no other of the project's, so any module may use it.
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,11 @@ import yaml
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
 
 
-def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
-    with open(path, encoding="utf-8") as handle:
+@functools.cache
+def load_schema() -> dict:
+    """The project's schema, parsed once per process: validating a config and every :func:`schema_defaults` (a
+    Snakefile's parse, each cluster job's) read the same object, so read it and never change it."""
+    with open(SCHEMA_PATH, encoding="utf-8") as handle:
         return yaml.safe_load(handle)
 
 
