@@ -153,9 +153,14 @@ rule train_checks:
         unpack(lambda wildcards: _check_reports(train_plan(wildcards.run))),
     output:
         touch(f"{RESULTS}/train/{{run}}/checks/{{key}}"),
+    log:
+        f"{RESULTS}/logs/train/{{run}}_checks_{{key}}.log",
     wildcard_constraints:
         key=r"[0-9a-f]{8}",
     localrule: True
+    run:
+        with open(log[0], "w", encoding="utf-8") as handle:
+            handle.write("".join(f"passed: {path}\n" for path in input))
 
 
 rule train_run:
