@@ -36,7 +36,7 @@ from nanogerman import tpu_env, tpu_gcloud, tpu_worker
 from nanogerman.config import ConfigError, validate_config
 from nanogerman.job import RunInputs, prepare_job
 from nanogerman.tpu_records import TpuError, controller_lock, run_verdict
-from nanogerman.training import TrainingError, checkpoint_base, committed_steps, plan_run
+from nanogerman.training import TrainingError, checkpoint_base, plan_run
 
 pytestmark = pytest.mark.tpu
 
@@ -387,12 +387,20 @@ def test_a_finished_run_rerun_starts_nothing(killed_controller_chain):
 @pytest.mark.slow
 def test_preemption_recreates_the_slice_and_resumes_from_the_checkpoint(emulated, tiny_inputs):
     job = emulated.job(tpu_config(steps=60, checkpoint_period=10), tiny_inputs)
-    checkpoints = run_dir(job) / "checkpoints"
+    status = run_dir(job) / "status"
+    seen: list[int] = []  # the checkpoint step the uploaded status record named when the slice was lost
+
+    def uploaded_checkpoint() -> int:
+        records = [json.loads(path.read_text() or "{}") for path in status.glob("*.json")] if status.is_dir() else []
+        return max((record.get("checkpoint_step") or -1 for record in records), default=-1)
 
     preempted = threading.Event()
 
     def preempt_after_a_checkpoint():
-        gcloud_emulator.wait_for(lambda: any(step >= 10 for step in committed_steps(checkpoints)), timeout=1200, every=0.02)
+        # after the worker uploaded a checkpoint's record (and, before it, the log chunk up to that
+        # checkpoint's line): the lines between that upload and the loss of the VM are lost, by design
+        gcloud_emulator.wait_for(lambda: uploaded_checkpoint() >= 10, timeout=1200, every=0.02)
+        seen.append(uploaded_checkpoint())
         gcloud_emulator.preempt(emulated.state, QR)
         preempted.set()
 
@@ -419,14 +427,15 @@ def test_preemption_recreates_the_slice_and_resumes_from_the_checkpoint(emulated
     assert calls[-1] == "delete" and calls.count("create") == 2
     assert manifest["preemptions"] == 1 and manifest["attempts"] == 2
     restored = manifest["resumed_from_step"]
-    assert restored is not None and 10 <= restored < 59 and manifest["backend_details"]["restores"] == [restored]
+    assert restored is not None and seen[0] <= restored < 59 and manifest["backend_details"]["restores"] == [restored]
     assert manifest["final_step"] == 59 and manifest["checkpoint_step"] == 59
     steps = [json.loads(line)["step"] for line in Path(job["metrics"]).read_text().splitlines()]
     after = list(range(restored + 1, 60))
     assert steps[-len(after) :] == after  # every step after the restored checkpoint, retrained and logged
     before = steps[: len(steps) - len(after)]
-    # the steps the workers uploaded before the VM died; lines printed after the last upload went with it
-    assert before == list(range(len(before))) and len(before) >= restored - 1
+    # the steps the workers uploaded before the VM died, at least those before the checkpoint whose
+    # record was seen; lines printed after the last upload went with it
+    assert before == list(range(len(before))) and len(before) >= seen[0] - 1
     assert len([line for line in emulated.launches() if ": started (pid" in line]) == 2
 
 
