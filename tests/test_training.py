@@ -8,20 +8,23 @@ SIGKILL) and rerun: it must resume from the last checkpoint, not from step 0.
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import json
 import os
 import re
 import signal
 import subprocess
 import time
+import types
 from pathlib import Path
 
 import pytest
 from conftest import REPO, VENV_BIN, default_config, run_snakemake, set_key, snakemake_command, stub_run_inputs
 
-from nanogerman import training
+from nanogerman import tpu_worker, training
 from nanogerman.config import ConfigError, validate_config
-from nanogerman.job import committed_steps, config_hash, maxtext_train_args, padded_vocab
+from nanogerman.job import LineTail, committed_steps, config_hash, maxtext_train_args, padded_vocab
 from nanogerman.metrics import dedupe_steps, parse_step_line, read_jsonl, summarize_metrics
 from nanogerman.resume import recorded_through
 from nanogerman.schema import schema_defaults
@@ -522,3 +525,26 @@ def test_fit_check_fails_early_with_the_per_chip_memory(tmp_path):
     match = re.search(r"needs ([0-9.]+) GiB per chip, a chip has ([0-9.]+) GiB; lower per_device_batch_size", message)
     assert match and float(match[1]) > float(match[2]) > 30  # a v6e chip has 32 GB of HBM
     assert not (tmp_path / "fit.json").exists()
+
+
+def maxtext_save_message(step: int, async_checkpointing: bool) -> str:
+    """The line MaxText's checkpointing.print_save_message logs, from its installed source (importing it takes ~10 s)."""
+    source = Path(importlib.util.find_spec("maxtext.common.checkpointing").origin).read_text(encoding="utf-8")
+    (function,) = [node for node in ast.parse(source).body if getattr(node, "name", None) == "print_save_message"]
+    logged: list[str] = []
+    namespace = {"max_logging": types.SimpleNamespace(log=logged.append)}
+    exec(compile(ast.Module(body=[function], type_ignores=[]), "checkpointing.py", "exec"), namespace)
+    namespace["print_save_message"](step, async_checkpointing)
+    (line,) = logged
+    return line
+
+
+@pytest.mark.parametrize("async_checkpointing", [False, True])
+def test_maxtexts_save_line_gives_the_checkpoint_step_with_either_checkpointing(async_checkpointing):
+    """MaxText's own save message (synchronous, or the start of an asynchronous save) names the step for both readers."""
+    line = maxtext_save_message(40, async_checkpointing)
+    assert ("asynchronous" in line) == async_checkpointing
+    tail = LineTail()
+    tail(f"I1130 10:24:01.728832 1 checkpointing.py:598] {line}")
+    assert tail.checkpoint_step == 40
+    assert int(tpu_worker.CHECKPOINT.search(line).group(1)) == 40

@@ -54,7 +54,9 @@ NOT_HASHED = frozenset(
 )
 VERSIONED_PACKAGES = ("maxtext", "jax", "jaxlib", "flax", "orbax-checkpoint", "tensorflow-datasets", "transformers")
 
-CHECKPOINT_LINE = re.compile(r"Saved a checkpoint at step (\d+)")
+# MaxText's line for a synchronous save, or for the start of an asynchronous one (async_checkpointing);
+# MaxText waits for a started save before it exits 0, so after a clean exit the last one named is committed
+CHECKPOINT_LINE = re.compile(r"(?:Saved a checkpoint at|Started an asynchronous checkpoint save for) step (\d+)")
 RESTORE_LINE = re.compile(r"restoring from this run's directory step (\d+)")
 ALREADY_DONE = re.compile(r"a checkpoint already exists at step (\d+)")
 ERROR_LINE = re.compile(r"\b(\w*Error|\w*Exception|StopTraining|RESOURCE_EXHAUSTED|Killed)\b")

@@ -22,8 +22,9 @@ The run folder is ``<checkpoint_dir>/<run_name>/`` (beside MaxText's ``checkpoin
   ``worker``, ``hostname``, ``pid``, ``attempt``; rewritten every ``--heartbeat`` seconds.
 - ``log/<worker>/<attempt>-<n>.txt``: MaxText's output in chunks, one per heartbeat, so
   the controller can stream it into the job's log without re-reading days of output. A chunk is
-  also written right after each "Saved a checkpoint" line and on SIGTERM; lines printed between
-  the last chunk and a sudden loss of the VM are lost (their steps may be retrained after the resume).
+  also written right after each checkpoint line (a save, or the start of an asynchronous one)
+  and on SIGTERM; lines printed between the last chunk and a sudden loss of the VM are lost
+  (their steps may be retrained after the resume).
 
 The worker's own copy of its state is ``~/nanogerman/runs/<run_name>/`` (pid file and the
 full log). Commands::
@@ -51,7 +52,8 @@ from pathlib import Path
 
 STATES = ("running", "succeeded", "failed", "stopped", "interrupted")
 STEP = re.compile(r"completed step: (\d+)")
-CHECKPOINT = re.compile(r"Saved a checkpoint at step (\d+)")
+# a synchronous save, or the start of an asynchronous one (as nanogerman.job.CHECKPOINT_LINE; this file imports only the standard library)
+CHECKPOINT = re.compile(r"(?:Saved a checkpoint at|Started an asynchronous checkpoint save for) step (\d+)")
 KILL_AFTER_SECONDS = 120  # a MaxText that ignores SIGTERM this long (stuck in a collective) gets SIGKILL
 LOCAL_ROOT = Path("runs")  # relative to ~/nanogerman, where the ssh command starts
 METADATA = "http://metadata.google.internal/computeMetadata/v1/instance/attributes/agent-worker-number"
