@@ -21,7 +21,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from nanogerman.contamination import DEFAULT_N, shard_ngrams
+from nanogerman.contamination import shard_ngrams
+from nanogerman.schema import schema_defaults
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,7 +50,7 @@ def bare_pass(files: list[Path]) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=REPO.parent / "shared" / "corpus" / "eltec-deu")
-    parser.add_argument("--n", type=int, default=DEFAULT_N)
+    parser.add_argument("--n", type=int, default=schema_defaults("evaluation", "contamination")["n"])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     pa.set_cpu_count(1)

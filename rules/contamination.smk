@@ -131,5 +131,6 @@ rule contamination_summary:
     localrule: True
     params:
         clean=lambda wildcards: list(clean_subset_results()),
+        n=lambda wildcards: config["evaluation"]["contamination"]["n"],
     script:
         "../scripts/contamination_summary.py"

@@ -6,7 +6,7 @@ import json
 
 import pytest
 from conftest import REPO
-from test_contamination import _corpus
+from test_contamination import N, _corpus
 from test_plan import planned_jobs
 
 from nanogerman.clean_subsets import CleanSubsetError, beside_their_tasks, write_clean_tasks
@@ -31,7 +31,9 @@ def test_the_clean_subset_drops_exactly_the_planted_document(tmp_path, sample_di
     local = {task: str(TASKS / task)}
     items = [json.loads(line)["text"] for line in (TASKS / task / "test.jsonl").read_text(encoding="utf-8").splitlines()]
     result = tmp_path / "contamination" / f"{task}.json"
-    task_contamination(task, task_documents(task, local_data=local), _corpus(tmp_path / "corpus", sample_dir, items[1]), result)
+    task_contamination(
+        task, task_documents(task, local_data=local), _corpus(tmp_path / "corpus", sample_dir, items[1]), result, n=N
+    )
 
     include_dir = tmp_path / "include"
     names = build_include_dir(include_dir, local_data=local, tasks=[task])

@@ -22,10 +22,12 @@ from nanogerman.contamination import (
     write_contamination_summary,
 )
 from nanogerman.offline_tasks import NextPassageSpec, write_next_passage_task
+from nanogerman.schema import schema_defaults
 from nanogerman.tokenizer_training import iter_texts
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_SHARDS = [f"shard_{index:05d}.parquet" for index in range(4)]  # the sample's training shards; shard_00004 is held out
+N = schema_defaults("evaluation", "contamination")["n"]  # the n-gram length the workflow uses unless configured
 
 
 def test_ngrams_are_per_document_after_nfkc_and_lowercasing():
@@ -52,10 +54,10 @@ def _corpus(tmp_path: Path, sample_dir: Path, planted: str | None = None) -> Pat
         path = tmp_path / name
         pq.write_table(table, path)
         out = tmp_path / f"{path.stem}.npy"
-        shard_ngrams([path], out, n=13)
+        shard_ngrams([path], out, n=N)
         shard_files.append(out)
     merged = tmp_path / "corpus_ngrams.npy"
-    info = merge_ngrams(shard_files, merged, n=13)
+    info = merge_ngrams(shard_files, merged, n=N)
     assert info["ngrams"] == len(np.load(merged)) > 1000
     return merged
 
@@ -66,14 +68,15 @@ def test_a_fixture_item_planted_in_a_training_shard_is_reported_contaminated(tmp
     documents = task_documents(task, local_data={task: str(folder)})
     items = [json.loads(line)["text"] for line in (folder / "test.jsonl").read_text(encoding="utf-8").splitlines()]
     assert len(documents) == len(items) == 4 and documents[1]["text"].startswith(items[1])  # the question (the text) and answer
-    clean = task_contamination(task, documents, _corpus(tmp_path / "clean", sample_dir), tmp_path / "clean.json")
+    clean = task_contamination(task, documents, _corpus(tmp_path / "clean", sample_dir), tmp_path / "clean.json", n=N)
     assert (clean["contaminated"], clean["share"]) == (0, 0.0)
-    result = task_contamination(task, documents, _corpus(tmp_path / "planted", sample_dir, items[1]), tmp_path / "task.json")
+    result = task_contamination(task, documents, _corpus(tmp_path / "planted", sample_dir, items[1]), tmp_path / "task.json", n=N)
     assert result["contaminated_ids"] == [documents[1]["id"]] and result["share"] == pytest.approx(1 / 4)
     assert json.loads((tmp_path / "task.json").read_text())["contaminated"] == 1
-    write_contamination_summary(contamination_rows([tmp_path / "task.json"]), tmp_path / "s.md", tmp_path / "s.csv")
+    write_contamination_summary(contamination_rows([tmp_path / "task.json"]), tmp_path / "s.md", tmp_path / "s.csv", n=N)
     assert f"| {task} | 4 | 1 | 25.0 % |" in (tmp_path / "s.md").read_text()
-    assert (tmp_path / "s.csv").read_text().splitlines()[1] == f"{task},13,4,1,0.25"
+    assert (tmp_path / "s.csv").read_text().splitlines()[1] == f"{task},{N},4,1,0.25"
+    assert f"at least one {N}-gram" in (tmp_path / "s.md").read_text()
 
 
 def test_the_generated_task_from_held_out_shards_is_not_contaminated(tmp_path, sample_dir):
@@ -82,12 +85,14 @@ def test_the_generated_task_from_held_out_shards_is_not_contaminated(tmp_path, s
     write_next_passage_task(held_out, NextPassageSpec(examples=40, seed=11, context_chars=150, continuation_chars=60), folder)
     documents = task_documents(NextPassageSpec.task, generated=[folder])
     assert len(documents) == 40
-    result = task_contamination(NextPassageSpec.task, documents, _corpus(tmp_path / "corpus", sample_dir), tmp_path / "np.json")
+    result = task_contamination(
+        NextPassageSpec.task, documents, _corpus(tmp_path / "corpus", sample_dir), tmp_path / "np.json", n=N
+    )
     assert result["contaminated"] == 0 and result["documents"] == 40
     # The check can fail: the same documents against the held-out shard itself are all contaminated.
     own = tmp_path / "own.npy"
-    shard_ngrams([sample_dir / "shard_00004.parquet"], own, n=13)
-    assert task_contamination(NextPassageSpec.task, documents, own, tmp_path / "own.json")["share"] > 0.9
+    shard_ngrams([sample_dir / "shard_00004.parquet"], own, n=N)
+    assert task_contamination(NextPassageSpec.task, documents, own, tmp_path / "own.json", n=N)["share"] > 0.9
 
 
 def test_ngram_hashes_match_a_token_by_token_reference():

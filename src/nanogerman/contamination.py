@@ -36,7 +36,6 @@ from nanogerman.text_tokens import batch_tokens, utf8_buffers
 
 log = logging.getLogger(__name__)
 
-DEFAULT_N = 13
 _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # odd: the n-gram polynomial's base (mod 2^64)
 _WORD_MULTIPLIER = np.uint64(0xD6E8FEB86659FD93)  # odd: mixes each 8-byte word of a token into its hash
 _LOW_BYTES = np.array([(1 << (8 * k)) - 1 for k in range(9)], dtype=np.uint64)  # masks keeping a word's low k bytes
@@ -132,7 +131,7 @@ def _ngram_hashes(token_hashes: np.ndarray, starts: np.ndarray, ends: np.ndarray
     return combined[inside]
 
 
-def text_ngrams(texts: Iterable[str | None], n: int = DEFAULT_N, *, owners: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def text_ngrams(texts: Iterable[str | None], n: int, *, owners: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """All n-gram hashes of ``texts`` and, for each, the index of its text: (hashes, text index; empty without ``owners``)."""
     import pyarrow as pa
 
@@ -155,7 +154,7 @@ def _array_ngrams(texts, n: int, *, owners: bool) -> tuple[np.ndarray, np.ndarra
     return grams, np.repeat(np.arange(len(starts)), np.maximum(ends - starts - n + 1, 0))
 
 
-def shard_ngrams(parquet_files: Sequence[str | Path], out: str | Path, *, n: int = DEFAULT_N, batch_rows: int = 2048) -> dict:
+def shard_ngrams(parquet_files: Sequence[str | Path], out: str | Path, *, n: int, batch_rows: int = 2048) -> dict:
     """Write the distinct n-gram hashes of the shards' ``text`` column to ``out`` (a sorted ``.npy``); return counts."""
     import pyarrow.compute as pc
 
@@ -191,7 +190,7 @@ def load_ngrams(path: str | Path) -> np.ndarray:
         raise ContaminationError(f"{path}: unreadable n-gram file ({error}); rerun its contamination rule") from None
 
 
-def merge_ngrams(shard_files: Sequence[str | Path], out: str | Path, *, n: int = DEFAULT_N) -> dict:
+def merge_ngrams(shard_files: Sequence[str | Path], out: str | Path, *, n: int) -> dict:
     """The union of the shards' n-gram hashes, written to ``out`` (sorted, distinct) with a JSON summary beside it."""
     parts = [load_ngrams(path) for path in shard_files]
     merged = _distinct(np.concatenate(parts)) if parts else np.empty(0, dtype=np.uint64)
@@ -201,7 +200,7 @@ def merge_ngrams(shard_files: Sequence[str | Path], out: str | Path, *, n: int =
     return info
 
 
-def contaminated(texts: Sequence[str], corpus: np.ndarray, n: int = DEFAULT_N) -> list[bool]:
+def contaminated(texts: Sequence[str], corpus: np.ndarray, n: int) -> list[bool]:
     """For each text, whether it shares at least one n-gram with the corpus hashes (sorted)."""
     grams, owners = text_ngrams(texts, n)
     positions = np.minimum(np.searchsorted(corpus, grams), max(len(corpus) - 1, 0))
@@ -211,9 +210,7 @@ def contaminated(texts: Sequence[str], corpus: np.ndarray, n: int = DEFAULT_N) -
     return flags.tolist()
 
 
-def task_contamination(
-    task: str, documents: Sequence[dict], corpus_file: str | Path, out: str | Path, *, n: int = DEFAULT_N
-) -> dict:
+def task_contamination(task: str, documents: Sequence[dict], corpus_file: str | Path, out: str | Path, *, n: int) -> dict:
     """Write ``{task, n, documents, contaminated, share, contaminated_ids}`` for ``documents`` ({id, text}) to ``out``."""
     corpus = load_ngrams(corpus_file)
     flags = contaminated([document["text"] for document in documents], corpus, n)
@@ -292,13 +289,12 @@ def contamination_rows(paths: Sequence[str | Path]) -> list[dict]:
     return rows
 
 
-def write_contamination_summary(rows: Sequence[dict], markdown_out: str | Path, csv_out: str | Path) -> None:
-    """A Markdown table and a CSV of :func:`contamination_rows` (share in percent in the Markdown)."""
+def write_contamination_summary(rows: Sequence[dict], markdown_out: str | Path, csv_out: str | Path, *, n: int) -> None:
+    """A Markdown table and a CSV of :func:`contamination_rows` (share in percent in the Markdown), for ``n``-grams."""
     lines = ["| task | documents | contaminated | share |", "|---|---:|---:|---:|"]
     for row in rows:
         share = "–" if row["share"] is None else f"{100 * row['share']:.1f} %"
         lines.append(f"| {row['task']} | {row['documents']} | {row['contaminated']} | {share} |")
-    n = rows[0]["n"] if rows else DEFAULT_N
     text = (
         f"Share of each task's evaluation documents (question and correct answer) that share at least one {n}-gram "
         "(whitespace tokens after NFKC and lowercasing) with the training corpus.\n\n" + "\n".join(lines) + "\n"
