@@ -57,7 +57,7 @@ def bare_loop(paths: list[Path], out_dir: Path) -> None:
 
 def _part(job: tuple[str, str, str]) -> None:
     shard, part, file_format = job
-    write_part(shard, part, file_format=file_format)
+    write_part(shard, part, file_format=file_format, files_per_shard=1)
 
 
 def stage_build(corpus: Path, out_dir: Path, workers: int, file_format: str) -> None:

@@ -97,7 +97,7 @@ def run_one(args, kind: str | None, datasets: list[EvalDataset], scratch: Path) 
     folder = args.tokenizer
     if folder is None:
         folder = scratch / kind
-        spec = TokenizerSpec(name=f"bench_{kind}", kind=kind, vocab_size=args.vocab_size)
+        spec = TokenizerSpec.from_schema(name=f"bench_{kind}", kind=kind, vocab_size=args.vocab_size)
         stats = train_tokenizer(spec, shard_paths(args.corpus, args.train_shards), folder)
         print(f"\n{kind}: vocab {stats['vocab_size']:,}, trained on ELTeC shards {args.train_shards} in {stats['seconds']:.1f} s")
     source = TokenizerSource(name="bench", path=str(folder), kind="trained")

@@ -98,7 +98,7 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="nanogerman-bench-tok-") as scratch:
         for kind in args.kinds.split(","):
-            spec = TokenizerSpec(name=f"bench_{kind}", kind=kind, vocab_size=args.vocab_size)
+            spec = TokenizerSpec.from_schema(name=f"bench_{kind}", kind=kind, vocab_size=args.vocab_size)
             bare_times, stage_times = [], []
             for repeat in range(args.repeats):
                 seconds, reached = timed(bare[kind], texts, spec)

@@ -196,8 +196,11 @@ def test_settings_classes_take_the_schemas_defaults_and_declare_none_of_their_ow
     from nanogerman.offline_tasks import NextPassageSpec
     from nanogerman.report_flags import FlagSettings
     from nanogerman.schema import schema_defaults
+    from nanogerman.tokenizer_training import TokenizerSpec
 
     config = validate_config({**base_config, "report": {}, "evaluation": {"tasks": []}})
+    # a tokenizers entry with only the keys that have no default
+    tokenizer = {"name": "t", "kind": "neox", "shards": base_config["tokenizers"][0]["shards"]}
     built = {
         EvalSettings: (EvalSettings.from_schema(), EvalSettings.from_config(config["evaluation"])),
         ForwardSettings: (ForwardSettings.from_schema(), ForwardSettings.from_config(config["evaluation"])),
@@ -207,6 +210,12 @@ def test_settings_classes_take_the_schemas_defaults_and_declare_none_of_their_ow
             ShardSource.from_schema("local", base_config["corpus"]["location"]),
             ShardSource.from_config(config["corpus"]),
         ),
+        TokenizerSpec: (
+            TokenizerSpec.from_schema("t", "neox"),
+            TokenizerSpec.from_config(
+                validate_config({**base_config, "tokenizers": [*base_config["tokenizers"], tokenizer]})["tokenizers"][-1]
+            ),
+        ),
     }
     sections = {
         EvalSettings: schema_defaults("evaluation"),
@@ -214,6 +223,7 @@ def test_settings_classes_take_the_schemas_defaults_and_declare_none_of_their_ow
         NextPassageSpec: schema_defaults("evaluation", "next_passage"),
         FlagSettings: schema_defaults("report", "flags"),
         ShardSource: {**schema_defaults("corpus"), **schema_defaults("corpus", "download")},
+        TokenizerSpec: schema_defaults("tokenizers", "items"),
     }
     for cls, (from_schema, from_config) in built.items():
         assert from_schema == from_config, cls  # the schema's defaults, as a validated config without the keys has them

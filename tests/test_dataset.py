@@ -151,7 +151,7 @@ def test_bad_shard_gives_one_line_and_no_part(tmp_path, make, message):
     make(shard)
     part = tmp_path / "parts" / "shard_00000"
     with pytest.raises(DatasetError) as caught:
-        write_part(shard, part)
+        write_part(shard, part, file_format="tfrecord", files_per_shard=1)
     assert message in str(caught.value) and "\n" not in str(caught.value)
     assert not part.exists()
     assert list((tmp_path / "parts").iterdir()) == [] if (tmp_path / "parts").exists() else True
@@ -159,7 +159,7 @@ def test_bad_shard_gives_one_line_and_no_part(tmp_path, make, message):
 
 def test_assembly_refuses_an_incomplete_part_and_leaves_no_folder(tmp_path, sample_dir):
     good = tmp_path / "parts" / "shard_00000"
-    write_part(sample_dir / "shard_00000.parquet", good)
+    write_part(sample_dir / "shard_00000.parquet", good, file_format="tfrecord", files_per_shard=1)
     broken = tmp_path / "parts" / "shard_00004"
     broken.mkdir()
     with pytest.raises(
@@ -172,7 +172,7 @@ def test_assembly_refuses_an_incomplete_part_and_leaves_no_folder(tmp_path, samp
 
 def test_assembly_refuses_a_part_in_two_splits(tmp_path, sample_dir):
     part = tmp_path / "parts" / "shard_00000"
-    write_part(sample_dir / "shard_00000.parquet", part)
+    write_part(sample_dir / "shard_00000.parquet", part, file_format="tfrecord", files_per_shard=1)
     with pytest.raises(DatasetError, match="in both split"):
         assemble_dataset({"train": [part], "validation": [part]}, tmp_path / "tfds", tmp_path / "build.json")
 

@@ -67,7 +67,7 @@ def inputs(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("exactly_once")
     shards = [SAMPLE_DIR / f"shard_0000{index}.parquet" for index in range(5)]
     tokenizer = root / "tokenizer"
-    train_tokenizer(TokenizerSpec(name="tok", kind="nanochat", vocab_size=512), shards[:4], tokenizer)
+    train_tokenizer(TokenizerSpec.from_schema(name="tok", kind="nanochat", vocab_size=512), shards[:4], tokenizer)
     datasets = {}
     for file_format in ("array_record", "tfrecord"):
         folder = root / file_format

@@ -23,6 +23,7 @@ from nanogerman.export import (
     logits_command,
 )
 from nanogerman.export_check import ExportError, check_ids, compare_logits, verify_export
+from nanogerman.schema import schema_defaults
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_YML = str(REPO / "config" / "models" / "nano-german-tiny.yml")
@@ -338,7 +339,7 @@ def test_check_ids_start_with_bos_and_cover_the_vocabulary(tmp_path, sample_dir)
     from nanogerman.tokenizer_training import TokenizerSpec, train_tokenizer
 
     stats = train_tokenizer(
-        TokenizerSpec(name="t", kind="neox", vocab_size=300), [sample_dir / "shard_00000.parquet"], tmp_path / "tok"
+        TokenizerSpec.from_schema(name="t", kind="neox", vocab_size=300), [sample_dir / "shard_00000.parquet"], tmp_path / "tok"
     )
     ids = check_ids(tmp_path / "tok", 384, 32)
     assert ids.shape == (3, 32) and ids[0, 0] == ids[1, 0] == stats["bos_token_id"]
@@ -433,7 +434,12 @@ def test_publish_uploads_the_export_to_a_hub_stand_in(tiny, tmp_path, sample_dir
 
     with UploadingHub.start(tmp_path / "hub") as hub:
         receipt = publish_export(
-            tiny.export_dir, "nanogerman/tiny", tmp_path / "tiny.published.json", endpoint=hub.url, token="hf_stand_in_token"
+            tiny.export_dir,
+            "nanogerman/tiny",
+            tmp_path / "tiny.published.json",
+            private=schema_defaults("export")["private"],
+            endpoint=hub.url,
+            token="hf_stand_in_token",
         )
         assert hub.created == [{"name": "tiny", "organization": "nanogerman", "visibility": "private", "type": "model"}]
         assert sorted(hub.commits[0]["files"]) == receipt["files"] == sorted(path.name for path in tiny.export_dir.iterdir())
@@ -445,7 +451,9 @@ def test_publish_uploads_the_export_to_a_hub_stand_in(tiny, tmp_path, sample_dir
         config = hf_hub_download("nanogerman/tiny", "config.json", endpoint=hub.url, cache_dir=tmp_path / "cache", token=False)
         assert Path(config).read_bytes() == (tiny.export_dir / "config.json").read_bytes()
         with pytest.raises(PublishError, match=r"^publishing .* to nanogerman/other failed: HfHubHTTPError: .*401"):
-            publish_export(tiny.export_dir, "nanogerman/other", tmp_path / "other.json", endpoint=hub.url, token="hf_wrong")
+            publish_export(
+                tiny.export_dir, "nanogerman/other", tmp_path / "other.json", private=True, endpoint=hub.url, token="hf_wrong"
+            )
         assert not (tmp_path / "other.json").exists()
         # The published model as a reference model: a Hub id that transformers downloads (through lm-eval's HFLM)
         # in a job process whose HF_ENDPOINT is the stand-in, as a Snakemake job would.

@@ -63,7 +63,9 @@ def trained_dirs(tmp_path_factory, sample_dir) -> dict[str, Path]:
     for kind in ("neox", "nanochat"):
         folders[kind] = root / kind
         train_tokenizer(
-            TokenizerSpec(name=f"t_{kind}", kind=kind, vocab_size=300), [sample_dir / "shard_00000.parquet"], folders[kind]
+            TokenizerSpec.from_schema(name=f"t_{kind}", kind=kind, vocab_size=300),
+            [sample_dir / "shard_00000.parquet"],
+            folders[kind],
         )
     return folders
 

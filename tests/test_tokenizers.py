@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from nanogerman.config import ConfigError, validate_config
+from nanogerman.schema import schema_defaults
 from nanogerman.tokenizer_training import (
-    SPECIAL_TOKENS,
     TokenizerError,
     TokenizerSpec,
     iter_texts,
@@ -25,6 +25,7 @@ from nanogerman.tokenizer_training import (
 )
 
 VOCAB = 1024
+SPECIAL_TOKENS = schema_defaults("tokenizers", "items")["special_tokens"]  # what a tokenizer gets unless configured
 GERMAN = (
     "Größere Übungen für Änderungen: Die Straße ist 12,5 km lang, daß weiß jeder. "
     "Öl kostet 1.234,56 € – „Anführungszeichen“ und ‚einfache‘… 😀🚀 日本語の文章 ß ẞ\n\n"
@@ -50,7 +51,7 @@ def trained(tmp_path_factory, sample_dir):
     stats = {}
     for kind in ("nanochat", "neox"):
         stats[kind] = train_tokenizer(
-            TokenizerSpec(name=f"t_{kind}", kind=kind, vocab_size=VOCAB), train_shards(sample_dir), root / kind
+            TokenizerSpec.from_schema(name=f"t_{kind}", kind=kind, vocab_size=VOCAB), train_shards(sample_dir), root / kind
         )
     return root, stats
 
@@ -67,7 +68,9 @@ def auto_tokenizer(folder: Path, **kwargs):
 @pytest.mark.parametrize("kind", ["nanochat", "neox"])
 def test_retraining_gives_byte_identical_files(trained, sample_dir, tmp_path, kind):
     root, _ = trained
-    train_tokenizer(TokenizerSpec(name=f"t_{kind}", kind=kind, vocab_size=VOCAB), train_shards(sample_dir), tmp_path / kind)
+    train_tokenizer(
+        TokenizerSpec.from_schema(name=f"t_{kind}", kind=kind, vocab_size=VOCAB), train_shards(sample_dir), tmp_path / kind
+    )
     names = ["tokenizer.json", "tokenizer_config.json"] + (["tokenizer.pkl"] if kind == "nanochat" else [])
     for name in names:
         assert (tmp_path / kind / name).read_bytes() == (root / kind / name).read_bytes(), name
@@ -183,7 +186,7 @@ def test_unreachable_vocab_size_warns_and_is_recorded(tmp_path, kind, caplog):
     shard = tmp_path / "tiny.parquet"
     pq.write_table(pa.table({"text": ["Hallo Welt, hallo Welt."] * 3}), shard)
     with caplog.at_level(logging.WARNING):
-        stats = train_tokenizer(TokenizerSpec(name="tiny", kind=kind, vocab_size=5000), [shard], tmp_path / "out")
+        stats = train_tokenizer(TokenizerSpec.from_schema(name="tiny", kind=kind, vocab_size=5000), [shard], tmp_path / "out")
     assert stats["vocab_size"] < 5000 and stats["vocab_size_reached"] is False
     assert json.loads((tmp_path / "out" / "stats.json").read_text())["vocab_size"] == stats["vocab_size"]
     assert f"gave only {stats['vocab_size']} of the 5000 tokens asked for" in caplog.text
@@ -230,12 +233,12 @@ def test_no_text_is_a_clear_error_and_leaves_nothing(tmp_path):
     shard = tmp_path / "empty.parquet"
     pq.write_table(pa.table({"text": ["", ""]}), shard)
     with pytest.raises(TokenizerError, match=r"tokenizer 'x': the shards hold no text \(empty.parquet\)"):
-        train_tokenizer(TokenizerSpec(name="x", kind="nanochat", vocab_size=300), [shard], tmp_path / "out")
+        train_tokenizer(TokenizerSpec.from_schema(name="x", kind="nanochat", vocab_size=300), [shard], tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
 def test_conversion_keeps_tiktoken_special_ids():
-    encoding = train_nanochat(["abc abd abe " * 20], TokenizerSpec(name="x", kind="nanochat", vocab_size=280))
+    encoding = train_nanochat(["abc abd abe " * 20], TokenizerSpec.from_schema(name="x", kind="nanochat", vocab_size=280))
     tokenizer = tiktoken_to_tokenizers(encoding)
     assert [tokenizer.token_to_id(token) for token in SPECIAL_TOKENS] == [encoding.encode_single_token(t) for t in SPECIAL_TOKENS]
 

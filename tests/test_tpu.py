@@ -122,7 +122,7 @@ def tiny_inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("inputs")
     tokenizer = root / "tok"
     train_tokenizer(
-        TokenizerSpec(name="tok", kind="nanochat", vocab_size=512),
+        TokenizerSpec.from_schema(name="tok", kind="nanochat", vocab_size=512),
         [SAMPLE_DIR / f"shard_0000{i}.parquet" for i in range(4)],
         tokenizer,
     )

@@ -105,7 +105,7 @@ def _build(base: Path) -> TinyModel:
     started = time.monotonic()
     tokenizer_dir = results / "tokenizers" / TOKENIZER
     train_shards = [SAMPLE / f"shard_0000{index}.parquet" for index in range(4)]
-    train_tokenizer(TokenizerSpec(name=TOKENIZER, kind="nanochat", vocab_size=VOCAB), train_shards, tokenizer_dir)
+    train_tokenizer(TokenizerSpec.from_schema(name=TOKENIZER, kind="nanochat", vocab_size=VOCAB), train_shards, tokenizer_dir)
     dataset_manifest = results / "dataset" / "dataset.json"
     dataset_manifest.parent.mkdir(parents=True, exist_ok=True)
     dataset_manifest.write_text(

@@ -181,9 +181,7 @@ def chunk_bounds(rows: int, files: int) -> list[int]:
     return [rows * k // files for k in range(files + 1)]
 
 
-def write_part(
-    parquet_path: str | Path, part_dir: str | Path, *, file_format: str = "tfrecord", files_per_shard: int = 1
-) -> dict:
+def write_part(parquet_path: str | Path, part_dir: str | Path, *, file_format: str, files_per_shard: int) -> dict:
     """Serialize one corpus shard into ``files_per_shard`` record files in ``part_dir``.
 
     Uses the dataset's ``FeaturesDict`` serializer and TFDS's own writer for the

@@ -127,9 +127,7 @@ def reference_entry(config: dict, name: str) -> dict | None:
 def model_spec_of(name: str, reference: dict | None, run_folder: str | None = None) -> ModelSpec:
     """The model called ``name``: the reference model ``reference`` if given, else the run's export in ``run_folder``."""
     if reference is not None:
-        return ModelSpec(
-            name, reference["path"], "reference", reference.get("revision"), bool(reference.get("trust_remote_code", False))
-        )
+        return ModelSpec(name, reference["path"], "reference", reference.get("revision"), bool(reference["trust_remote_code"]))
     if run_folder is None:
         raise EvaluationError(
             f"config error: unknown model {name!r}; it is neither a training run nor in evaluation.reference_models"

@@ -18,7 +18,7 @@ def training_run_names(config: dict) -> list[str]:
 
 def exported_runs(config: dict) -> list[str]:
     """``export.runs``: true for every training run, false for none, or a list of run names."""
-    chosen = (config.get("export") or {}).get("runs", True)
+    chosen = config["export"]["runs"]
     if isinstance(chosen, list):
         return list(chosen)
     return training_run_names(config) if chosen else []
@@ -30,8 +30,7 @@ def reference_names(config: dict) -> list[str]:
 
 def evaluated_runs(config: dict) -> list[str]:
     """``evaluation.models``: true for every exported run, false for none, or a list of exported runs."""
-    section = config.get("evaluation") or {}
-    chosen = section.get("models", True)
+    chosen = config["evaluation"]["models"]
     if isinstance(chosen, list):
         return list(chosen)
     return exported_runs(config) if chosen else []
@@ -47,8 +46,8 @@ def evaluated_models(config: dict) -> list[str]:
 def check_export_evaluation(config: dict) -> None:
     """Names in ``export`` and ``evaluation`` that point at runs, shard sets and folders; one-line errors."""
     runs = training_run_names(config)
-    export = config.get("export") or {}
-    chosen = export.get("runs", True)
+    export = config["export"]
+    chosen = export["runs"]
     for position, name in enumerate(chosen if isinstance(chosen, list) else []):
         if name not in runs:
             raise ConfigError(
@@ -64,7 +63,7 @@ def check_export_evaluation(config: dict) -> None:
     section = config.get("evaluation") or {}
     if not section:
         return
-    models = section.get("models", True)
+    models = section["models"]
     for position, name in enumerate(models if isinstance(models, list) else []):
         if name not in exported:
             raise ConfigError(
@@ -95,6 +94,6 @@ def check_export_evaluation(config: dict) -> None:
         if not Path(folder).is_dir():
             raise ConfigError(f"config error: evaluation.local_data.{task} is {folder!r}; no such folder")
     for key in ("bits_per_byte", "next_passage"):
-        part = section.get(key) or {}
-        if part.get("enabled", True) and "shards" in part:
+        part = section[key]
+        if part["enabled"] and "shards" in part:
             check_shard_set_name(config, part["shards"], f"evaluation.{key}.shards")

@@ -20,7 +20,7 @@ def publish_export(
     repo_id: str,
     out: str | Path,
     *,
-    private: bool = True,
+    private: bool,
     endpoint: str | None = None,
     token: str | None = None,
 ) -> dict:

@@ -46,12 +46,14 @@ def fill_defaults(instance: Any, schema: dict, root: dict) -> Any:
 
 
 def schema_defaults(*path: str) -> dict:
-    """The schema's defaults of the config section at ``path`` (e.g. ``"evaluation"``), as :func:`fill_defaults`
-    fills them into an empty section: for code and tests that need the defaults without a whole config."""
+    """The schema's defaults of the config section at ``path`` (e.g. ``"evaluation"``; ``"items"`` steps into
+    a list's entries, e.g. ``"tokenizers", "items"``), as :func:`fill_defaults` fills them into an empty
+    section: for code and tests that need the defaults without a whole config."""
     root = load_schema()
     schema = root
     for name in path:
-        schema = _resolve(_resolve(schema, root)["properties"][name], root)
+        schema = _resolve(schema, root)
+        schema = _resolve(schema["items"] if name == "items" else schema["properties"][name], root)
     return fill_defaults({}, schema, root)
 
 

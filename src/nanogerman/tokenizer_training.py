@@ -35,24 +35,13 @@ from typing import Any
 from nanogerman.atomic import atomic_path, write_json
 from nanogerman.errors import StageError
 from nanogerman.provenance import package_versions
+from nanogerman.schema import schema_defaults
 from nanogerman.scratch import scratch_dir
 from nanogerman.text_column import TEXT_COLUMN, parquet_text_batches
 
 log = logging.getLogger(__name__)
 
 KINDS = ("nanochat", "neox")
-DEFAULT_VOCAB_SIZE = 65_536
-SPECIAL_TOKENS = (
-    "<|bos|>",
-    "<|user_start|>",
-    "<|user_end|>",
-    "<|assistant_start|>",
-    "<|assistant_end|>",
-    "<|python_start|>",
-    "<|python_end|>",
-    "<|output_start|>",
-    "<|output_end|>",
-)
 # nanochat's pre-tokenization: GPT-4's pattern, but numbers split into runs of at most
 # two digits (GPT-4: three), which spends fewer tokens on numbers in a small vocabulary.
 NANOCHAT_SPLIT_PATTERN = (
@@ -77,10 +66,10 @@ class TokenizerSpec:
 
     name: str
     kind: str
-    vocab_size: int = DEFAULT_VOCAB_SIZE
-    max_chars: int | None = None
-    max_doc_chars: int | None = None
-    special_tokens: tuple[str, ...] = SPECIAL_TOKENS
+    vocab_size: int
+    max_chars: int | None
+    max_doc_chars: int | None
+    special_tokens: tuple[str, ...]
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -92,11 +81,16 @@ class TokenizerSpec:
         return cls(
             name=entry["name"],
             kind=entry["kind"],
-            vocab_size=int(entry.get("vocab_size", DEFAULT_VOCAB_SIZE)),
-            max_chars=entry.get("max_chars"),
-            max_doc_chars=entry.get("max_doc_chars"),
-            special_tokens=tuple(entry.get("special_tokens") or SPECIAL_TOKENS),
+            vocab_size=int(entry["vocab_size"]),
+            max_chars=entry["max_chars"],
+            max_doc_chars=entry["max_doc_chars"],
+            special_tokens=tuple(entry["special_tokens"]),
         )
+
+    @classmethod
+    def from_schema(cls, name: str, kind: str, **changes: Any) -> TokenizerSpec:
+        """A tokenizer ``name`` of ``kind`` with the schema's defaults and ``changes`` on top (tests)."""
+        return cls.from_config({**schema_defaults("tokenizers", "items"), "name": name, "kind": kind, **changes})
 
     @property
     def bos_token(self) -> str:

@@ -209,10 +209,10 @@ def plan_run(config: dict, name: str) -> RunPlan:
             raise TrainingError(f"config error: {where} ({name}) has no {key}; set it there or in training.defaults")
     if settings["learning_rate"] <= 0:
         raise TrainingError(f"config error: {where}.learning_rate is {settings['learning_rate']}; expected a number > 0")
-    backend = training.get("backend", "local")
+    backend = training["backend"]
     tpu = None
-    local = training.get("local") or {}
-    hardware = local.get("hardware", "cpu")
+    local = training["local"]
+    hardware = local["hardware"]
     if backend == "tpu":
         tpu = tpu_settings(training, entry)
         missing = [key for key in ("project", "zone", "accelerator_type", "runtime_version") if not tpu.get(key)]
@@ -235,7 +235,7 @@ def plan_run(config: dict, name: str) -> RunPlan:
         accelerator = tpu["accelerator_type"]
         hardware = "tpu"
     else:
-        devices = int(local.get("devices", 1))
+        devices = int(local["devices"])
         accelerator = hardware
     per_device, accumulation, global_batch = batch_geometry(settings, devices, where)
     return RunPlan(
