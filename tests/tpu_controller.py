@@ -1,7 +1,7 @@
 """Runs one tpu training job in its own process, as Snakemake's job would: ``python tpu_controller.py ARGS.json``.
 
 The tests kill it with SIGKILL mid-run to play a controller that dies (a laptop going to sleep).
-:func:`run_job` is also how tests/test_tpu.py runs a job in its own process.
+tests/test_tpu.py calls :func:`run_job` directly to run a job in the test's own process.
 """
 
 import json

@@ -110,8 +110,7 @@ def checkpoint_key(plan: RunPlan) -> str:
     """8 hex digits of :func:`checkpoint_identity` (the model file's name and content, not its absolute path):
     the folder of a run's intermediate checkpoint evaluations, so a run with other settings never mixes with
     earlier results."""
-    identity = checkpoint_identity(plan)
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode("utf-8")).hexdigest()[:8]
+    return _short_hash(checkpoint_identity(plan))
 
 
 def requirements_input(plan: RunPlan) -> list[str]:
@@ -135,7 +134,12 @@ def training_key(plan: RunPlan) -> str:
         "model_sha256": _sha256_if_file(plan.model_path),
         "requirements_sha256": [file_sha256(path) for path in requirements_input(plan)],
     }
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode("utf-8")).hexdigest()[:8]
+    return _short_hash(identity)
+
+
+def _short_hash(value: dict) -> str:
+    """8 hex digits of the sha256 of ``value`` as JSON with sorted keys (a folder or file name part)."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode("utf-8")).hexdigest()[:8]
 
 
 def _sha256_if_file(path: str) -> str | None:
